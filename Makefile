@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine (Python 3.11+, pip, make):
+#   make demo   trains every model on the embedded default data and writes the comparison
+#   make test   runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUNS ?= runs
+EXPERIMENT ?= demo
+
+.PHONY: demo test venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+demo: venv
+	$(PY) -m data --runs-dir $(RUNS)
+	@echo
+	@echo "Results: $(RUNS)/$(EXPERIMENT)/"
+	@echo "TensorBoard: $(PY) -m tensorboard.main --logdir $(RUNS)/$(EXPERIMENT) --host 127.0.0.1"
+
+test: venv
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(RUNS) *.egg-info

@@ -1,0 +1,7 @@
+"""Data: validate a Real/ + Fake/ folder, make the experiment's one shared split, feed tf.data.
+
+Label 1 = fake (the positive class everywhere), 0 = real.
+"""
+from data.scan import FAKE, LABEL_NAMES, REAL, scan_folder  # noqa: F401
+from data.split import experiment_split, load_manifest, make_split  # noqa: F401
+from data.synthetic import resolve_data_dir  # noqa: F401

@@ -1,0 +1,144 @@
+"""From a split manifest to tf.data: decode once, resize, keep in memory, shuffle, augment, batch, prefetch.
+
+Images are decoded with the same code that validated them (data.scan), so training never meets a file
+it cannot read; a file that disappeared or changed since the split was made is skipped with a warning.
+"""
+import hashlib
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from PIL import Image
+
+from data.runtime import UserError, import_tensorflow
+from data.scan import BadImage, read_rgb
+
+RESIZE_MODES = ("resize", "crop")  # squash the whole face to the input size, or cut its centre at full detail
+AUGMENTATIONS = ("flip", "jpeg", "blur", "resize")
+AUGMENT_PROBABILITY = 0.3  # of each perturbation (flip is always 50 / 50)
+JPEG_QUALITY = (50, 95)
+BLUR_SIGMA = (0.3, 1.5)
+DOWNSCALE = (0.5, 0.9)
+
+
+def fit_square(img, size, mode="resize"):
+    """Centre-crop to a square, then resize (mode 'resize') or cut the central size x size ('crop')."""
+    w, h = img.size
+    side = min(w, h)
+    if mode == "crop" and side >= size:
+        left, top = (w - size) // 2, (h - size) // 2
+        return img.crop((left, top, left + size, top + size))
+    if w != h:
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+    if side != size:
+        img = img.resize((size, size), Image.BILINEAR)
+    return img
+
+
+def _load_one(args):
+    path, expected_sha, size, mode = args
+    try:
+        img, raw = read_rgb(path)
+    except BadImage as e:
+        return None, str(e)
+    if expected_sha and hashlib.sha256(raw).hexdigest() != expected_sha:
+        return None, "changed since the split was made (sha256 differs)"
+    return np.asarray(fit_square(img, size, mode), dtype=np.uint8), None
+
+
+def load_images(paths, image_size, mode="resize", expected_sha=None, workers=None):
+    """Decode files to a uint8 array (N, size, size, 3). Returns (array, kept indices, [(path, reason)])."""
+    if mode not in RESIZE_MODES:
+        raise UserError(f"unknown resize mode {mode!r}; choose {' or '.join(RESIZE_MODES)}")
+    expected_sha = expected_sha or [None] * len(paths)
+    jobs = [(p, s, image_size, mode) for p, s in zip(paths, expected_sha)]
+    out = np.zeros((len(paths), image_size, image_size, 3), np.uint8)
+    kept, failed = [], []
+    with ThreadPoolExecutor(workers or min(8, (os.cpu_count() or 1) + 1)) as pool:
+        for i, (arr, reason) in enumerate(pool.map(_load_one, jobs)):
+            if arr is None:
+                failed.append((paths[i], reason))
+            else:
+                out[len(kept)] = arr
+                kept.append(i)
+    return out[:len(kept)], kept, failed
+
+
+def load_split(manifest, split, image_size, mode="resize", log=print):
+    """Images and labels (float32, 1 = fake) of one side of the split, decoded and resized once."""
+    files = [f for f in manifest["files"] if f["split"] == split]
+    root = manifest["data_dir"]
+    x, kept, failed = load_images([os.path.join(root, f["path"]) for f in files], image_size, mode,
+                                  [f["sha256"] for f in files])
+    for path, reason in failed:
+        print(f"warning: skipping {path}: {reason}", file=sys.stderr)
+    files = [files[i] for i in kept]
+    if not files:
+        raise UserError(f"the {split} split of {root} has no readable images")
+    y = np.array([f["label"] for f in files], np.float32)
+    return x, y, [f["path"] for f in files]
+
+
+def _gaussian_blur(tf, image, sigma):
+    radius = 3
+    offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
+    kernel = tf.exp(-0.5 * tf.square(offsets / sigma))
+    kernel = kernel / tf.reduce_sum(kernel)
+    k2 = kernel[:, None] * kernel[None, :]
+    k2 = tf.tile(k2[:, :, None, None], [1, 1, 3, 1])
+    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    return tf.nn.depthwise_conv2d(padded, k2, [1, 1, 1, 1], "VALID")[0]
+
+
+def augment_image(image, seed, augment):
+    """Random training perturbations of one float32 [0, 255] image, driven by a stateless seed."""
+    tf = import_tensorflow()
+    seeds = tf.random.experimental.stateless_split(seed, num=8)
+    size = tf.shape(image)[:2]
+
+    def maybe(i, fn, img):
+        apply = tf.random.stateless_uniform([], seeds[i]) < AUGMENT_PROBABILITY
+        return tf.cond(apply, lambda: fn(img), lambda: img)
+
+    if "flip" in augment:
+        image = tf.image.stateless_random_flip_left_right(image, seeds[0])
+    if "resize" in augment:
+        factor = tf.random.stateless_uniform([], seeds[1], *DOWNSCALE)
+
+        def down_up(img):
+            small = tf.cast(tf.cast(size, tf.float32) * factor, tf.int32)
+            return tf.image.resize(tf.image.resize(img, small, antialias=True), size)
+
+        image = maybe(2, down_up, image)
+    if "blur" in augment:
+        sigma = tf.random.stateless_uniform([], seeds[3], *BLUR_SIGMA)
+        image = maybe(4, lambda img: _gaussian_blur(tf, img, sigma), image)
+    if "jpeg" in augment:
+        def recompress(img):
+            img = tf.image.stateless_random_jpeg_quality(img / 255.0, *JPEG_QUALITY, seeds[5]) * 255.0
+            return tf.ensure_shape(img, image.shape)
+
+        image = maybe(6, recompress, image)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def make_dataset(x, y, batch_size, training=False, seed=0, augment=()):
+    """tf.data over in-memory uint8 images: shuffled every epoch and augmented when training."""
+    tf = import_tensorflow()
+    unknown = set(augment) - set(AUGMENTATIONS)
+    if unknown:
+        raise UserError(f"unknown augmentation {', '.join(sorted(unknown))}; choose from {', '.join(AUGMENTATIONS)}")
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if training:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    to_float = lambda img, label: (tf.cast(img, tf.float32), label)  # noqa: E731
+    if training and augment:
+        seeds = tf.data.Dataset.random(seed=seed).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda pair, s: (augment_image(tf.cast(pair[0], tf.float32), s, tuple(augment)), pair[1]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,122 @@
+"""Run folders: `runs/<experiment>/<model>/` holding model.keras, run.json and logs/.
+
+A run is trained inside a hidden `.<model>.partial/` folder (where checkpoints for resuming live) and
+renamed into place only once model.keras and run.json are complete, so an interrupted run never leaves
+a folder that looks finished.
+"""
+import json
+import os
+import platform
+import re
+import shutil
+import tempfile
+import time
+import zipfile
+
+from data.runtime import UserError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_name(name, what):
+    """Experiment and model names become folder names: no separators, no '..', nothing hidden."""
+    if not NAME_PATTERN.match(name or "") or ".." in name:
+        raise UserError(f"{what} name {name!r} is not allowed: use letters, digits, '-', '_' and '.'")
+    return name
+
+
+def write_json_atomic(path, obj):
+    """Write JSON to a temporary file beside path, then rename: readers see the old or the new file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def experiment_dir(runs_dir, experiment):
+    return os.path.join(os.path.abspath(runs_dir), check_name(experiment, "experiment"))
+
+
+def partial_dir(runs_dir, experiment, model_name):
+    return os.path.join(experiment_dir(runs_dir, experiment), "." + check_name(model_name, "model") + ".partial")
+
+
+def finish_run(partial, final, run_info):
+    """Write run.json last, then move the whole folder into place (replacing an older run of that name)."""
+    if not os.path.exists(os.path.join(partial, "model.keras")):
+        raise RuntimeError(f"{partial}: no model.keras to finish the run with")
+    write_json_atomic(os.path.join(partial, "run.json"), run_info)
+    old = None
+    if os.path.exists(final):
+        old = final + f".old-{os.getpid()}-{int(time.time())}"
+        os.replace(final, old)
+    os.replace(partial, final)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def library_versions():
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    versions = {"python": platform.python_version(), "tensorflow": tf.__version__,
+                "keras": keras.__version__, "numpy": numpy.__version__}
+    try:
+        import keras_tuner
+
+        versions["keras_tuner"] = keras_tuner.__version__
+    except ImportError:
+        pass
+    return versions
+
+
+class BrokenRun(Exception):
+    """A run folder that is not a finished, loadable run; the message says why."""
+
+
+def read_run(folder):
+    """run.json of a finished run, or BrokenRun naming what is missing or damaged."""
+    info_path = os.path.join(folder, "run.json")
+    model_path = os.path.join(folder, "model.keras")
+    if not os.path.isfile(info_path):
+        raise BrokenRun(f"{folder}: no run.json (unfinished or not a run folder)")
+    try:
+        with open(info_path) as f:
+            info = json.load(f)
+    except (OSError, ValueError) as e:
+        raise BrokenRun(f"{info_path}: unreadable ({e})")
+    if not isinstance(info, dict) or "model" not in info:
+        raise BrokenRun(f"{info_path}: not a run description")
+    if not os.path.isfile(model_path):
+        raise BrokenRun(f"{folder}: no model.keras")
+    if not zipfile.is_zipfile(model_path):
+        raise BrokenRun(f"{model_path}: truncated or damaged (not a Keras archive)")
+    return info
+
+
+def list_runs(runs_dir, experiment):
+    """(finished runs as (folder, info), broken runs as (folder, reason)) of an experiment."""
+    root = experiment_dir(runs_dir, experiment)
+    good, broken = [], []
+    if not os.path.isdir(root):
+        return good, broken
+    for name in sorted(os.listdir(root)):
+        folder = os.path.join(root, name)
+        if name.startswith(".") or not os.path.isdir(folder) or name in ("report", "logs"):
+            continue
+        try:
+            good.append((folder, read_run(folder)))
+        except BrokenRun as e:
+            broken.append((folder, str(e)))
+    return good, broken

@@ -1,0 +1,127 @@
+"""Run-time settings shared by every entry point: quiet TensorFlow, seeds, precision, common flags.
+
+Importing TensorFlow prints CUDA and absl start-up lines straight to file descriptor 2, before any
+Python logging is configured, so `import_tensorflow` silences the descriptor itself for the import.
+"""
+import argparse
+import contextlib
+import os
+import sys
+
+DATA_DIR_ENV = "DEEPFAKE_KIT_DATA"  # where the data is, when --data-dir is not given
+RUNS_DIR_ENV = "DEEPFAKE_KIT_RUNS"  # where experiments are written, when --runs-dir is not given
+DEFAULT_RUNS_DIR = "runs"
+DEFAULT_EXPERIMENT = "default"
+DEFAULT_SEED = 1337
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad argument, bad folder): printed as one line, exit status 2."""
+
+
+@contextlib.contextmanager
+def _silenced_stderr_fd():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_tensorflow():
+    """Import TensorFlow and Keras without their start-up noise; returns the tf module."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with _silenced_stderr_fd():
+        import tensorflow as tf
+        import keras  # noqa: F401  (imported here so its own start-up is silenced too)
+    tf.get_logger().setLevel("ERROR")
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    return tf
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve_precision(precision):
+    """'auto' -> bfloat16 where the CPU has native bf16 matrix units, float16 on a GPU, else float32."""
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    tf = import_tensorflow()
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    if cpu_flags() & {"amx_bf16", "avx512_bf16"}:
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def setup(seed, precision="auto", deterministic=True):
+    """Seed Python, NumPy and TensorFlow; set the Keras dtype policy. Returns the policy name."""
+    tf = import_tensorflow()
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        # Cheap on CPU, and makes the same seed give the same numbers run after run.
+        tf.config.experimental.enable_op_determinism()
+    policy = resolve_precision(precision)
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def add_common_args(parser, data=True):
+    """Flags every entry point shares."""
+    if data:
+        parser.add_argument("--data-dir", default=os.environ.get(DATA_DIR_ENV),
+                            help=f"folder with Real/ and Fake/ (default: ${DATA_DIR_ENV}, "
+                                 "else the embedded synthetic default)")
+    parser.add_argument("--runs-dir", default=os.environ.get(RUNS_DIR_ENV, DEFAULT_RUNS_DIR),
+                        help=f"where experiments are written (default: ${RUNS_DIR_ENV} or ./runs)")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
+                        help="experiment name: one folder, one shared split")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    return parser
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
+    return value
+
+
+def run_main(main):
+    """Run an entry point: user errors become one line and exit status 2, Ctrl-C exits 130."""
+    try:
+        return main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; partial outputs were kept aside and the next run resumes from them",
+              file=sys.stderr)
+        return 130

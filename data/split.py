@@ -1,0 +1,205 @@
+"""One deterministic train / validation / test split per experiment, with no near-copies across it.
+
+Images are grouped when their perceptual hashes (in any of the eight flip / rotation orientations) lie
+within NEAR_COPY_BITS of each other, so the flipped, rotated, re-encoded or resized copies that face
+datasets are often padded with never straddle the split. Each group's side is decided by a hash of its
+content (the smallest sha256 in it), so it depends neither on listing order nor on unrelated files.
+"""
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from data.runs import experiment_dir, write_json_atomic
+from data.runtime import UserError
+from data.scan import HASH_SIDE, LABEL_NAMES, scan_folder
+
+SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
+NEAR_COPY_BITS = 24  # of 256: copies measured at <= 18 (brightness +15%), distinct real faces >= 42
+CLOSEST_SHOWN = 5
+MANIFEST_FORMAT = "deepfake-kit split manifest 1"
+SPLITS = tuple(SPLIT_FRACTIONS)
+BLOCK = 256  # images per block of the all-pairs comparison (bounds memory to ~BLOCK*8*N floats)
+
+
+def hamming_pairs(hashes, threshold, closest=CLOSEST_SHOWN):
+    """All pairs (i, j, bits) with i < j within threshold, and the closest pairs beyond it.
+
+    hashes: (N, 8, B) bool, the hash of each image in its eight orientations. The distance of a pair
+    is the smallest over the orientations of image i against image j as it is. Computed as a matrix
+    product of +-1 vectors, block by block, which is fast on tens of thousands of images.
+    """
+    n, _, bits = hashes.shape
+    signed = np.where(hashes, 1.0, -1.0).astype(np.float32)
+    upright = signed[:, 0, :]
+    near, beyond = [], []
+    for start in range(0, n, BLOCK):
+        stop = min(n, start + BLOCK)
+        queries = signed[start:stop].reshape(-1, bits)
+        dots = queries @ upright[start:].T  # (block*8, n - start)
+        dist = ((bits - dots) / 2).reshape(stop - start, 8, -1).min(axis=1)
+        rows = np.arange(start, stop)[:, None]
+        cols = np.arange(start, n)[None, :]
+        dist = np.where(cols > rows, dist, np.inf)
+        i, j = np.nonzero(dist <= threshold)
+        near.extend(zip((i + start).tolist(), (j + start).tolist(), dist[i, j].astype(int).tolist()))
+        far = np.where(dist > threshold, dist, np.inf).ravel()
+        k = min(closest, far.size)
+        if k:
+            for flat in np.argpartition(far, k - 1)[:k]:
+                if np.isfinite(far[flat]):
+                    r, c = divmod(int(flat), dist.shape[1])
+                    beyond.append((r + start, c + start, int(far[flat])))
+    beyond.sort(key=lambda t: t[2])
+    return near, beyond[:closest]
+
+
+def _find(parent, i):
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+def group_images(images, threshold=NEAR_COPY_BITS):
+    """Group identical and near-identical images. Returns (group id per image, closest unmerged pairs).
+
+    A group that holds both labels is an error naming the two files: the same face cannot be both.
+    """
+    n = len(images)
+    parent = list(range(n))
+    why = {}
+    by_sha = {}
+    for i, rec in enumerate(images):
+        if rec.sha256 in by_sha:
+            parent[_find(parent, i)] = _find(parent, by_sha[rec.sha256])
+            why[i] = (by_sha[rec.sha256], "identical bytes")
+        by_sha.setdefault(rec.sha256, i)
+    hashes = np.stack([rec.phash for rec in images]) if images else np.zeros((0, 8, HASH_SIDE ** 2), bool)
+    near, beyond = hamming_pairs(hashes, threshold)
+    for i, j, bits in near:
+        if images[i].label != images[j].label:
+            a, b = (i, j) if images[i].label == 0 else (j, i)
+            raise UserError(f"the same image is labelled both real and fake: {images[a].path} and "
+                            f"{images[b].path} ({'identical bytes' if images[i].sha256 == images[j].sha256 else f'near-copies, {bits} of 256 hash bits differ'})")
+        parent[_find(parent, j)] = _find(parent, i)
+    for j, (i, _) in why.items():
+        if images[i].label != images[j].label:
+            raise UserError(f"the same image is labelled both real and fake: {images[i].path} and "
+                            f"{images[j].path} (identical bytes)")
+    roots = [_find(parent, i) for i in range(n)]
+    closest = [{"a": images[i].path, "b": images[j].path, "bits": bits} for i, j, bits in beyond]
+    return roots, closest
+
+
+def split_of(group_key, salt=""):
+    """Map a group's content key to a side, uniformly and independently of every other group."""
+    u = int(hashlib.sha256((salt + group_key).encode()).hexdigest()[:15], 16) / 16 ** 15
+    edge = 0.0
+    for name, fraction in SPLIT_FRACTIONS.items():
+        edge += fraction
+        if u < edge:
+            return name
+    return SPLITS[-1]
+
+
+def fingerprint(files):
+    """sha256 over (path, sha256, label, split) of every file, in path order: the split's identity."""
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f["path"]):
+        h.update(json.dumps([f["path"], f["sha256"], f["label"], f["split"]]).encode())
+    return h.hexdigest()
+
+
+def make_split(scan, threshold=NEAR_COPY_BITS, salt=""):
+    """The split manifest (a JSON-ready dict) of a scanned folder."""
+    images = scan.images
+    roots, closest = group_images(images, threshold)
+    members = {}
+    for i, r in enumerate(roots):
+        members.setdefault(r, []).append(i)
+    files = []
+    for r, idx in members.items():
+        key = min(images[i].sha256 for i in idx)
+        side = split_of(key, salt)
+        for i in idx:
+            files.append({"path": images[i].path, "sha256": images[i].sha256, "label": images[i].label,
+                          "split": side, "group": key[:16]})
+    files.sort(key=lambda f: f["path"])
+    merged = [idx for idx in members.values() if len(idx) > 1]
+    counts = {s: {name: sum(1 for f in files if f["split"] == s and f["label"] == label)
+                  for label, name in LABEL_NAMES.items()} for s in SPLITS}
+    return {
+        "format": MANIFEST_FORMAT,
+        "data_dir": scan.root,
+        "fractions": SPLIT_FRACTIONS,
+        "near_copy_bits": threshold,
+        "hash_bits": HASH_SIDE ** 2,
+        "fingerprint": fingerprint(files),
+        "summary": scan.summary(),
+        "counts": counts,
+        "groups": {"images": len(images), "groups": len(members), "near_copy_groups": len(merged),
+                   "images_in_near_copy_groups": sum(len(m) for m in merged)},
+        "closest_unmerged": closest,
+        "rejected": [{"path": p, "reason": r} for p, r in scan.rejected],
+        "files": files,
+    }
+
+
+def load_manifest(path):
+    """Read a split manifest and check that it is whole (its fingerprint matches its files)."""
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read split manifest {path}: {e}")
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise UserError(f"{path} is not a split manifest of this kit")
+    if fingerprint(manifest["files"]) != manifest.get("fingerprint"):
+        raise UserError(f"{path}: the file list does not match its fingerprint (edited or damaged)")
+    return manifest
+
+
+def describe(manifest):
+    """Human-readable lines: dataset summary, per-split counts, grouping, closest unmerged pairs."""
+    lines = [manifest["summary"]]
+    for s in SPLITS:
+        c = manifest["counts"][s]
+        lines.append(f"  {s:<5} {c['real'] + c['fake']:>7,}  ({c['real']:,} real, {c['fake']:,} fake)")
+    g = manifest["groups"]
+    lines.append(f"near-copies: {g['images_in_near_copy_groups']:,} images merged into "
+                 f"{g['near_copy_groups']:,} groups (each kept on one side); "
+                 f"{g['groups']:,} groups in all, threshold {manifest['near_copy_bits']} of "
+                 f"{manifest['hash_bits']} hash bits")
+    if manifest["closest_unmerged"]:
+        lines.append("closest pairs not merged (look at them if the threshold seems too strict):")
+        for p in manifest["closest_unmerged"]:
+            lines.append(f"  {p['bits']:>3} bits  {p['a']}  ~  {p['b']}")
+    lines.append(f"fingerprint {manifest['fingerprint'][:16]}")
+    return lines
+
+
+def scan_cache_path(runs_dir):
+    return os.path.join(os.path.abspath(runs_dir), ".cache", "scan.json")
+
+
+def experiment_split(data_dir, runs_dir, experiment, log=print):
+    """The experiment's split: made once and written to runs/<experiment>/split.json, then reused."""
+    path = os.path.join(experiment_dir(runs_dir, experiment), "split.json")
+    data_dir = os.path.abspath(data_dir)
+    if os.path.exists(path):
+        manifest = load_manifest(path)
+        if os.path.abspath(manifest["data_dir"]) != data_dir:
+            raise UserError(f"experiment {experiment!r} was split from {manifest['data_dir']}, not "
+                            f"{data_dir}; use another --experiment for other data")
+        log(f"split: reusing {path} ({len(manifest['files']):,} images, "
+            f"fingerprint {manifest['fingerprint'][:16]})")
+        return manifest
+    scan = scan_folder(data_dir, cache_path=scan_cache_path(runs_dir))
+    manifest = make_split(scan)
+    write_json_atomic(path, manifest)
+    for line in describe(manifest):
+        log(line)
+    log(f"split: written to {path}")
+    return manifest
