@@ -1,0 +1,1 @@
+"""Supervised detectors: the baseline CNN and the keras-tuner search over CNNs."""

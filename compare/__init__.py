@@ -1,0 +1,1 @@
+"""Benchmarks every trained model of an experiment on its held-out test split."""

@@ -1,0 +1,1 @@
+"""A DCGAN whose discriminator is fine-tuned as the real / fake detector."""
