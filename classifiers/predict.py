@@ -1,0 +1,99 @@
+"""`python -m classifiers.predict --run RUN_DIR [--json] PATH...`: is each face real or fake?
+
+For every image (or every image under a folder): the probability that it is fake and the verdict at the
+run's threshold (chosen on the validation split; 0.5 where the run has none). Unreadable files get an
+error line naming them, the other images are still judged, and the exit status is 1 at the end.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from data.runtime import UserError, import_tensorflow, run_main
+
+BATCH = 64
+
+
+def collect(paths):
+    """Files to judge, in the order given (folders walked in sorted order, hidden files left out)."""
+    from data.scan import _is_system_file, list_files
+
+    out = []
+    for path in paths:
+        if os.path.isdir(path):
+            out.extend(p for p in list_files(path) if not _is_system_file(os.path.basename(p)))
+        else:
+            out.append(path)
+    return out
+
+
+def load_detector(run_dir):
+    """(keras model, run.json) of a finished run; Keras safe mode only, nothing executable is loaded."""
+    from data.runs import BrokenRun, read_run
+
+    try:
+        info = read_run(run_dir)
+    except BrokenRun as e:
+        raise UserError(str(e))
+    import_tensorflow()
+    import keras
+
+    try:
+        model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), compile=False, safe_mode=True)
+    except Exception as e:  # a damaged archive surfaces as many exception types
+        raise UserError(f"{run_dir}/model.keras cannot be loaded: {type(e).__name__}: {e}")
+    return model, info
+
+
+def predict_files(model, info, files):
+    """Yield (path, p_fake or None, error or None) for each file, decoding in batches."""
+    from data.pipeline import fit_square
+    from data.scan import BadImage, read_rgb
+
+    size, mode = int(info["image_size"]), info.get("resize_mode", "resize")
+    for start in range(0, len(files), BATCH):
+        chunk = files[start:start + BATCH]
+        arrays, results = [], []
+        for path in chunk:
+            try:
+                img, _ = read_rgb(path)
+                arrays.append(np.asarray(fit_square(img, size, mode), np.float32))
+                results.append((path, len(arrays) - 1, None))
+            except BadImage as e:
+                results.append((path, None, str(e)))
+        probs = model.predict(np.stack(arrays), verbose=0).reshape(-1) if arrays else []
+        for path, idx, error in results:
+            yield path, (float(probs[idx]) if idx is not None else None), error
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m classifiers.predict", description=__doc__)
+    p.add_argument("--run", required=True, help="a run folder, e.g. runs/default/baseline")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--threshold", type=float, help="override the run's threshold")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="images or folders of images")
+    args = p.parse_args(argv)
+    model, info = load_detector(args.run)
+    threshold = args.threshold if args.threshold is not None else float(info.get("threshold") or 0.5)
+    failures = 0
+    for path, prob, error in predict_files(model, info, collect(args.paths)):
+        if error:
+            failures += 1
+            print(f"error: {path}: {error}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"path": path, "error": error}))
+            continue
+        verdict = "fake" if prob >= threshold else "real"
+        if args.json:
+            print(json.dumps({"path": path, "p_fake": round(prob, 6), "verdict": verdict, "threshold": threshold}))
+        else:
+            print(f"{prob:.4f}  {verdict}  {path}")
+    if failures:
+        print(f"{failures} file(s) could not be judged", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,265 @@
+"""`python -m classifiers.train --model baseline|hpsearch`: train a detector on the experiment's split.
+
+baseline  the original study's CNN, trained for a fixed number of epochs.
+hpsearch  a keras-tuner search over CNNs (objective: validation AUC), then the best configuration
+          retrained from scratch on the training split and saved like any other run.
+
+Every run is written to runs/<experiment>/<model>/ (model.keras, run.json, split.json, logs/) only when
+complete; an interrupted run resumes from its last finished epoch (or trial) when the same command is
+run again.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from data.runtime import add_common_args, import_tensorflow, positive_int, run_main, setup, UserError
+
+PRESETS = {
+    # quick: minutes on 2 CPU cores, and still learns
+    "quick": {"image_size": 64, "epochs": 8, "max_trials": 6, "search_epochs": 4, "batch_size": 32},
+    # paper: the original study's settings
+    "paper": {"image_size": 256, "epochs": 10, "max_trials": 30, "search_epochs": 10, "batch_size": 32},
+}
+BASELINE = {"filters": [32, 64], "head": "flatten", "dropout": 0.2, "residual": False, "learning_rate": 1e-3,
+            "augment": False}
+SEARCH_SPACE = {
+    "filters": ["32", "32-64", "32-64-128", "64-128", "64-128-256"],  # the study's block lists
+    "head": ["flatten", "gap"],
+    "learning_rate": [1e-3, 5e-4, 1e-4],
+    "residual": [False, True],  # the study's named next step
+    "dropout": [0.0, 0.2, 0.4],
+    "augment": [False, True],
+}
+TRAIN_AUGMENTATIONS = ("flip", "jpeg", "blur", "resize")  # what "augment" switches on
+EARLY_STOP_PATIENCE = 2
+TUNERS = ("random", "hyperband", "bayesian")
+STRATEGIES = ("none", "mirrored", "multiworker")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m classifiers.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=("baseline", "hpsearch"), default="baseline")
+    add_common_args(p)
+    p.add_argument("--preset", choices=tuple(PRESETS), default="quick")
+    p.add_argument("--image-size", type=positive_int, help="input side in pixels (preset decides by default)")
+    p.add_argument("--resize-mode", choices=("resize", "crop"), default="resize",
+                   help="squash each face to the input size, or cut its centre at full detail")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--max-trials", type=positive_int, help="search budget (hpsearch)")
+    p.add_argument("--search-epochs", type=positive_int, help="epochs per trial (hpsearch)")
+    p.add_argument("--tuner", choices=TUNERS, default="random")
+    p.add_argument("--strategy", choices=STRATEGIES, default="none",
+                   help="tf.distribute: mirrored (devices of one machine) or multiworker (TF_CONFIG)")
+    return p.parse_args(argv)
+
+
+def resolve_config(args):
+    cfg = dict(PRESETS[args.preset])
+    for key in ("image_size", "epochs", "batch_size", "max_trials", "search_epochs"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    cfg.update(model=args.model, preset=args.preset, resize_mode=args.resize_mode, tuner=args.tuner,
+               strategy=args.strategy, seed=args.seed, precision=args.precision,
+               runs_dir=os.path.abspath(args.runs_dir), experiment=args.experiment, data_dir=args.data_dir)
+    return cfg
+
+
+def make_strategy(name):
+    """(strategy or None, whether this process writes the run). Must run before any other TF op."""
+    if name == "none":
+        return None, True
+    tf = import_tensorflow()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(), True
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    if not tf_config.get("cluster"):
+        raise UserError("--strategy multiworker needs TF_CONFIG describing the cluster and this task "
+                        "(see README, 'More than one machine')")
+    task = tf_config.get("task", {})
+    has_chief = "chief" in tf_config["cluster"]
+    chief = task.get("type") == "chief" or (not has_chief and task.get("type") == "worker" and task.get("index") == 0)
+    return tf.distribute.MultiWorkerMirroredStrategy(), chief
+
+
+class ProgressFile:
+    """Builds a Keras callback that records finished epochs and wall time, so a resumed run knows both."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            with open(path) as f:
+                self.state = json.load(f)
+        except (OSError, ValueError):
+            self.state = {"seconds": 0.0, "epochs": {}}
+
+    def callback(self):
+        import keras
+
+        from data.runs import write_json_atomic
+
+        outer = self
+
+        class _Record(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.started = time.time()
+                self.base = outer.state["seconds"]
+
+            def on_epoch_end(self, epoch, logs=None):
+                outer.state["seconds"] = self.base + time.time() - self.started
+                outer.state["epochs"][str(epoch + 1)] = {k: float(v) for k, v in (logs or {}).items()}
+                write_json_atomic(outer.path, outer.state)
+
+        return _Record()
+
+
+def resumed_epoch(backup_dir):
+    try:
+        with open(os.path.join(backup_dir, "training_metadata.json")) as f:
+            return int(json.load(f)["epoch"]) + 1
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def verbosity():
+    return 1 if sys.stdout.isatty() else 2
+
+
+def evaluate_validation(model, x, y, batch_size):
+    from classifiers.metrics import accuracy, roc_auc, youden_threshold
+
+    p = model.predict(x.astype("float32"), batch_size=batch_size, verbose=0).reshape(-1)
+    threshold = youden_threshold(y, p)
+    return {"auc": roc_auc(y, p), "accuracy": accuracy(y, p, 0.5), "threshold": threshold,
+            "accuracy_at_threshold": accuracy(y, p, threshold), "images": int(len(y))}
+
+
+def train_run(name, build_model, cfg, manifest, train, val, hyperparameters, augment=(), extra=None,
+              strategy=None, chief=True, extra_callbacks=()):
+    """Train one model and write its run folder. build_model() -> compiled keras.Model.
+
+    Shared by every detector of the kit (the GAN's fine-tuned discriminators too), so that every run
+    folder has the same shape and compare needs nothing else.
+    """
+    import keras
+
+    from data.pipeline import make_dataset
+    from data.runs import experiment_dir, finish_run, library_versions, partial_dir, write_json_atomic
+
+    final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), name)
+    work = partial_dir(cfg["runs_dir"], cfg["experiment"], name) if chief else tempfile.mkdtemp(prefix="worker-")
+    os.makedirs(work, exist_ok=True)
+    backup = os.path.join(work, "backup")
+    start_epoch = resumed_epoch(backup)
+    if start_epoch:
+        print(f"{name}: resuming from epoch {start_epoch} of {cfg['epochs']} ({backup})")
+    progress = ProgressFile(os.path.join(work, "progress.json"))
+
+    replicas = strategy.num_replicas_in_sync if strategy else 1
+    global_batch = cfg["batch_size"] * replicas
+    train_ds = make_dataset(train[0], train[1], global_batch, training=True, seed=cfg["seed"], augment=augment)
+    val_ds = make_dataset(val[0], val[1], global_batch)
+    if strategy is not None:
+        tf = import_tensorflow()
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
+        with strategy.scope():
+            model = build_model()
+    else:
+        model = build_model()
+
+    callbacks = [progress.callback(), keras.callbacks.BackupAndRestore(backup, double_checkpoint=True)]
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(work, "logs"), write_graph=True))
+    callbacks.extend(extra_callbacks)
+    model.fit(train_ds, validation_data=val_ds, epochs=cfg["epochs"], callbacks=callbacks, verbose=verbosity(),
+              shuffle=False)  # tf.data already reshuffles every epoch
+
+    tmp_model = os.path.join(work, "model.tmp.keras")
+    model.save(tmp_model)
+    os.replace(tmp_model, os.path.join(work, "model.keras"))
+    if not chief:
+        shutil.rmtree(work, ignore_errors=True)
+        return None, None
+    validation = evaluate_validation(model, val[0], val[1], cfg["batch_size"])
+    write_json_atomic(os.path.join(work, "split.json"), manifest)
+    epochs = progress.state["epochs"]
+    info = {
+        "model": name,
+        "kind": "detector",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "hyperparameters": hyperparameters,
+        "config": {k: v for k, v in cfg.items() if k not in ("runs_dir",)},
+        "augment": list(augment),
+        "image_size": cfg["image_size"],
+        "resize_mode": cfg["resize_mode"],
+        "precision": keras.mixed_precision.global_policy().name,
+        "seed": cfg["seed"],
+        "split_fingerprint": manifest["fingerprint"],
+        "data_dir": manifest["data_dir"],
+        "train_images": int(len(train[1])),
+        "train_seconds": round(progress.state["seconds"], 2),
+        "epochs_completed": len(epochs),
+        "resumed_from_epoch": start_epoch or None,
+        "params": int(model.count_params()),
+        "threshold": validation["threshold"],
+        "validation": validation,
+        "history": [dict(epoch=int(e), **m) for e, m in sorted(epochs.items(), key=lambda kv: int(kv[0]))],
+        "versions": library_versions(),
+    }
+    info.update(extra or {})
+    os.remove(progress.path)
+    finish_run(work, final, info)
+    print(f"{name}: validation AUC {validation['auc']:.4f}, accuracy {validation['accuracy']:.4f} "
+          f"(at 0.5), {info['train_seconds']:.0f}s training, run folder {final}")
+    return final, info
+
+
+def prepare(cfg, log=print):
+    """Resolve the data, make or reuse the experiment's split, decode train and validation once."""
+    from data.pipeline import load_split
+    from data.split import experiment_split
+    from data.synthetic import resolve_data_dir
+
+    data_dir = resolve_data_dir(cfg["data_dir"], cfg["runs_dir"])
+    manifest = experiment_split(data_dir, cfg["runs_dir"], cfg["experiment"], log=log)
+    size, mode = cfg["image_size"], cfg["resize_mode"]
+    train = load_split(manifest, "train", size, mode)[:2]
+    val = load_split(manifest, "val", size, mode)[:2]
+    log(f"data: {len(train[1]):,} training and {len(val[1]):,} validation images at {size}px ({mode})")
+    return manifest, train, val
+
+
+def train_baseline(cfg, manifest, train, val, strategy, chief):
+    from classifiers.models import build_cnn
+
+    hp = dict(BASELINE)
+    return train_run("baseline", lambda: build_cnn(cfg["image_size"], hp["filters"], hp["head"], hp["dropout"],
+                                                   hp["residual"], hp["learning_rate"], name="baseline"),
+                     cfg, manifest, train, val, hp, strategy=strategy, chief=chief)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = resolve_config(args)
+    strategy, chief = make_strategy(cfg["strategy"])
+    cfg["precision"] = setup(cfg["seed"], cfg["precision"])
+    print("config: " + json.dumps(cfg, sort_keys=True))
+    manifest, train, val = prepare(cfg)
+    if cfg["model"] == "baseline":
+        train_baseline(cfg, manifest, train, val, strategy, chief)
+    else:
+        from classifiers.search import search_and_retrain
+
+        search_and_retrain(cfg, manifest, train, val, strategy, chief)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
