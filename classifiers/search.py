@@ -51,6 +51,18 @@ def make_hypermodel(cfg, train, val):
     return DetectorHyperModel()
 
 
+def announcing(tuner_class):
+    """The tuner class, saying which trial this process runs (a worker's only record of its share)."""
+
+    class Announcing(tuner_class):
+        def run_trial(self, trial, *args, **kwargs):
+            print(f"trial {trial.trial_id} on {self.tuner_id}: {trial.hyperparameters.values}", flush=True)
+            return super().run_trial(trial, *args, **kwargs)
+
+    Announcing.__name__ = tuner_class.__name__
+    return Announcing
+
+
 def make_tuner(cfg, hypermodel, strategy):
     import keras_tuner as kt
 
@@ -58,12 +70,12 @@ def make_tuner(cfg, hypermodel, strategy):
                   directory=experiment_dir(cfg["runs_dir"], cfg["experiment"]), project_name=TUNER_FOLDER,
                   overwrite=False, distribution_strategy=strategy if cfg["strategy"] == "mirrored" else None)
     if cfg["tuner"] == "random":
-        return kt.RandomSearch(hypermodel, max_trials=cfg["max_trials"], **common)
+        return announcing(kt.RandomSearch)(hypermodel, max_trials=cfg["max_trials"], **common)
     if cfg["tuner"] == "bayesian":
-        return kt.BayesianOptimization(hypermodel, max_trials=cfg["max_trials"], **common)
+        return announcing(kt.BayesianOptimization)(hypermodel, max_trials=cfg["max_trials"], **common)
     if cfg["tuner"] == "hyperband":
         # Hyperband sets its own number of trials from the epoch budget; --max-trials does not apply.
-        return kt.Hyperband(hypermodel, max_epochs=cfg["search_epochs"], factor=3, **common)
+        return announcing(kt.Hyperband)(hypermodel, max_epochs=cfg["search_epochs"], factor=3, **common)
     raise UserError(f"unknown tuner {cfg['tuner']!r}")
 
 
@@ -93,20 +105,18 @@ def search_and_retrain(cfg, manifest, train, val, strategy, chief):
     distributed = "KERASTUNER_ORACLE_IP" in os.environ
     hypermodel = make_hypermodel(cfg, train, val)
     tuner = make_tuner(cfg, hypermodel, strategy)
-    done = sum(1 for t in tuner.oracle.trials.values() if str(t.status) == "COMPLETED")
+    is_worker = distributed and not (tuner_id or "").startswith("chief")
+    done = 0 if is_worker else sum(1 for t in tuner.oracle.trials.values() if str(t.status) == "COMPLETED")
     if done:
         print(f"search: resuming, {done} finished trial(s) reloaded from "
               f"{os.path.join(experiment_dir(cfg['runs_dir'], cfg['experiment']), TUNER_FOLDER)}")
     search_logs = os.path.join(partial_dir(cfg["runs_dir"], cfg["experiment"], "hpsearch"), "logs", "search")
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=EARLY_STOP_PATIENCE)]
-    if not distributed or (tuner_id or "").startswith("chief"):
-        callbacks.append(keras.callbacks.TensorBoard(search_logs))  # keras-tuner adds HParams per trial
-    else:
-        callbacks.append(keras.callbacks.TensorBoard(search_logs + f"-{tuner_id}"))
+    # keras-tuner gives every trial its own sub-folder (named by trial id) and adds its HParams
+    callbacks.append(keras.callbacks.TensorBoard(search_logs))
     tuner.search(epochs=cfg["search_epochs"], callbacks=callbacks, verbose=verbosity())
-    if distributed and not (tuner_id or "").startswith("chief"):
-        mine = [t for t in trials_table(tuner)]
-        print(f"search worker {tuner_id}: done ({len(mine)} trial(s) visible to this worker)")
+    if is_worker:
+        print(f"search worker {tuner_id}: no trials left; the chief retrains the best and writes the run")
         return None, None
     keep_earlier_trial_logs(cfg, search_logs)
     table = trials_table(tuner)

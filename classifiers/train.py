@@ -84,7 +84,11 @@ def make_strategy(name):
     task = tf_config.get("task", {})
     has_chief = "chief" in tf_config["cluster"]
     chief = task.get("type") == "chief" or (not has_chief and task.get("type") == "worker" and task.get("index") == 0)
-    return tf.distribute.MultiWorkerMirroredStrategy(), chief
+    from classifiers.multiworker import patch_keras_for_multiworker
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    patch_keras_for_multiworker()
+    return strategy, chief
 
 
 class ProgressFile:
@@ -186,7 +190,10 @@ def train_run(name, build_model, cfg, manifest, train, val, hyperparameters, aug
     os.replace(tmp_model, os.path.join(work, "model.keras"))
     if not chief:
         shutil.rmtree(work, ignore_errors=True)
+        print(f"{name}: this worker is done; the chief writes the run folder")
         return None, None
+    if strategy is not None:  # predict outside the strategy: other workers may already have left
+        model = keras.saving.load_model(os.path.join(work, "model.keras"), compile=False)
     validation = evaluate_validation(model, val[0], val[1], cfg["batch_size"])
     write_json_atomic(os.path.join(work, "split.json"), manifest)
     epochs = progress.state["epochs"]
@@ -204,6 +211,7 @@ def train_run(name, build_model, cfg, manifest, train, val, hyperparameters, aug
         "split_fingerprint": manifest["fingerprint"],
         "data_dir": manifest["data_dir"],
         "train_images": int(len(train[1])),
+        "replicas": replicas,
         "train_seconds": round(progress.state["seconds"], 2),
         "epochs_completed": len(epochs),
         "resumed_from_epoch": start_epoch or None,
