@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(PY) -m classifiers.train --model baseline --runs-dir $(RUNS) --experiment $(EXPERIMENT)
 	$(PY) -m classifiers.train --model hpsearch --runs-dir $(RUNS) --experiment $(EXPERIMENT)
+	$(PY) -m gan.train --runs-dir $(RUNS) --experiment $(EXPERIMENT)
 	@echo
 	@echo "Results: $(RUNS)/$(EXPERIMENT)/"
 	@echo "TensorBoard: $(PY) -m tensorboard.main --logdir $(RUNS)/$(EXPERIMENT) --host 127.0.0.1"

@@ -173,10 +173,13 @@ def train_run(name, build_model, cfg, manifest, train, val, hyperparameters, aug
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
+    build_started = time.time()
+    if strategy is not None:
         with strategy.scope():
             model = build_model()
     else:
         model = build_model()
+    build_seconds = time.time() - build_started
 
     callbacks = [progress.callback(), keras.callbacks.BackupAndRestore(backup, double_checkpoint=True)]
     if chief:
@@ -212,7 +215,7 @@ def train_run(name, build_model, cfg, manifest, train, val, hyperparameters, aug
         "data_dir": manifest["data_dir"],
         "train_images": int(len(train[1])),
         "replicas": replicas,
-        "train_seconds": round(progress.state["seconds"], 2),
+        "train_seconds": round(progress.state["seconds"] + build_seconds, 2),  # building may include a warm-up
         "epochs_completed": len(epochs),
         "resumed_from_epoch": start_epoch or None,
         "params": int(model.count_params()),

@@ -50,10 +50,16 @@ def partial_dir(runs_dir, experiment, model_name):
     return os.path.join(experiment_dir(runs_dir, experiment), "." + check_name(model_name, "model") + ".partial")
 
 
+def model_files(info):
+    """The model archives a finished run must hold: a GAN keeps both networks, a detector one model."""
+    return ("generator.keras", "discriminator.keras") if info.get("kind") == "gan" else ("model.keras",)
+
+
 def finish_run(partial, final, run_info):
     """Write run.json last, then move the whole folder into place (replacing an older run of that name)."""
-    if not os.path.exists(os.path.join(partial, "model.keras")):
-        raise RuntimeError(f"{partial}: no model.keras to finish the run with")
+    for name in model_files(run_info):
+        if not os.path.exists(os.path.join(partial, name)):
+            raise RuntimeError(f"{partial}: no {name} to finish the run with")
     write_json_atomic(os.path.join(partial, "run.json"), run_info)
     old = None
     if os.path.exists(final):
@@ -88,7 +94,6 @@ class BrokenRun(Exception):
 def read_run(folder):
     """run.json of a finished run, or BrokenRun naming what is missing or damaged."""
     info_path = os.path.join(folder, "run.json")
-    model_path = os.path.join(folder, "model.keras")
     if not os.path.isfile(info_path):
         raise BrokenRun(f"{folder}: no run.json (unfinished or not a run folder)")
     try:
@@ -98,10 +103,12 @@ def read_run(folder):
         raise BrokenRun(f"{info_path}: unreadable ({e})")
     if not isinstance(info, dict) or "model" not in info:
         raise BrokenRun(f"{info_path}: not a run description")
-    if not os.path.isfile(model_path):
-        raise BrokenRun(f"{folder}: no model.keras")
-    if not zipfile.is_zipfile(model_path):
-        raise BrokenRun(f"{model_path}: truncated or damaged (not a Keras archive)")
+    for name in model_files(info):
+        model_path = os.path.join(folder, name)
+        if not os.path.isfile(model_path):
+            raise BrokenRun(f"{folder}: no {name}")
+        if not zipfile.is_zipfile(model_path):
+            raise BrokenRun(f"{model_path}: truncated or damaged (not a Keras archive)")
     return info
 
 

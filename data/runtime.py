@@ -38,11 +38,12 @@ def import_tensorflow():
     """Import TensorFlow and Keras without their start-up noise; returns the tf module."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    with _silenced_stderr_fd():
-        import tensorflow as tf
-        import keras  # noqa: F401  (imported here so its own start-up is silenced too)
+    if "tensorflow" not in sys.modules:
+        with _silenced_stderr_fd():
+            import tensorflow  # noqa: F401
+            import keras  # noqa: F401  (imported here so its own start-up is silenced too)
+    import tensorflow as tf
+
     tf.get_logger().setLevel("ERROR")
     import absl.logging
 

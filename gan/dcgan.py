@@ -1,0 +1,108 @@
+"""The DCGAN as a keras.Model overriding train_step, so fit(), callbacks and progress bars work as usual."""
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+LEARNING_RATE = 2e-4
+BETA_1 = 0.5
+
+
+class DCGAN(keras.Model):
+    def __init__(self, generator, discriminator, latent_dim, label_smoothing=0.0, instance_noise=0.0, seed=0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.generator = generator
+        self.discriminator = discriminator
+        self.latent_dim = latent_dim
+        self.label_smoothing = label_smoothing  # one-sided: real targets become 1 - s
+        self.instance_noise = instance_noise  # std of Gaussian noise added to both D inputs
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.bce = keras.losses.BinaryCrossentropy(from_logits=True)
+        self.trackers = {name: keras.metrics.Mean(name=name)
+                         for name in ("d_loss", "g_loss", "d_acc_real", "d_acc_fake")}
+        self.built = True  # both networks are built Functional models; BackupAndRestore needs this
+
+    def compile(self, d_optimizer=None, g_optimizer=None):
+        super().compile()
+        self.d_optimizer = d_optimizer or keras.optimizers.Adam(LEARNING_RATE, beta_1=BETA_1)
+        self.g_optimizer = g_optimizer or keras.optimizers.Adam(LEARNING_RATE, beta_1=BETA_1)
+        # Built now, so a checkpoint restores both optimizers' state before the first step.
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.g_optimizer.build(self.generator.trainable_variables)
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, z, training=False):
+        return self.generator(z, training=training)
+
+    def _noisy(self, images):
+        if not self.instance_noise:
+            return images
+        return images + self.instance_noise * keras.random.normal(tf.shape(images), seed=self.seed_generator)
+
+    def train_step(self, real):
+        batch = tf.shape(real)[0]
+        z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
+        fake = self.generator(z, training=True)
+        with tf.GradientTape() as tape:
+            real_logits = self.discriminator(self._noisy(real), training=True)
+            fake_logits = self.discriminator(self._noisy(fake), training=True)
+            d_loss = (self.bce(tf.ones_like(real_logits) * (1.0 - self.label_smoothing), real_logits)
+                      + self.bce(tf.zeros_like(fake_logits), fake_logits))
+        grads = tape.gradient(d_loss, self.discriminator.trainable_variables)
+        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
+
+        z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
+        with tf.GradientTape() as tape:
+            logits = self.discriminator(self._noisy(self.generator(z, training=True)), training=True)
+            g_loss = self.bce(tf.ones_like(logits), logits)
+        grads = tape.gradient(g_loss, self.generator.trainable_variables)
+        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
+
+        self.trackers["d_loss"].update_state(d_loss)
+        self.trackers["g_loss"].update_state(g_loss)
+        self.trackers["d_acc_real"].update_state(tf.cast(real_logits > 0, tf.float32))
+        self.trackers["d_acc_fake"].update_state(tf.cast(fake_logits < 0, tf.float32))
+        return {name: t.result() for name, t in self.trackers.items()}
+
+
+def to_uint8(images):
+    """Generator output in [-1, 1] -> uint8 RGB."""
+    return np.clip(np.rint((np.asarray(images, np.float32) + 1) * 127.5), 0, 255).astype(np.uint8)
+
+
+def grid(images, cols=8):
+    """(N, H, W, 3) uint8 -> one image with the samples in rows of `cols`."""
+    n, h, w, c = images.shape
+    rows = -(-n // cols)
+    out = np.full((rows * h, cols * w, c), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, cols)
+        out[r * h:(r + 1) * h, col * w:(col + 1) * w] = img
+    return out
+
+
+class SampleGrid(keras.callbacks.Callback):
+    """Every epoch: generate from one fixed latent batch, log it to TensorBoard and save it as PNG."""
+
+    def __init__(self, z_fixed, log_dir, png_dir):
+        super().__init__()
+        self.z_fixed = z_fixed
+        self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "samples"))
+        self.png_dir = png_dir
+
+    def on_epoch_end(self, epoch, logs=None):
+        from PIL import Image
+
+        picture = grid(to_uint8(self.model.generator(self.z_fixed, training=False)))
+        with self.writer.as_default():
+            tf.summary.image("generated", picture[None], step=epoch + 1)
+        self.writer.flush()
+        os.makedirs(self.png_dir, exist_ok=True)
+        tmp = os.path.join(self.png_dir, ".tmp.png")
+        Image.fromarray(picture).save(tmp)
+        os.replace(tmp, os.path.join(self.png_dir, f"epoch_{epoch + 1:03d}.png"))

@@ -1,0 +1,65 @@
+"""DCGAN generator and discriminator after Radford et al. (2015), sized for a CPU.
+
+Generator: latent -> Dense -> 4x4 -> (Conv2DTranspose 4x4/2, BatchNorm, ReLU) ... -> tanh image.
+Discriminator: strided 4x4 convolutions, LeakyReLU 0.2, BatchNorm on all but the first layer (or spectral
+normalisation instead), no pooling, one logit. Its convolutional trunk is what stage 2 fine-tunes.
+"""
+import math
+
+import keras
+from keras import layers
+
+LATENT_DIM = 128
+GENERATOR_FILTERS = 256  # at 4x4, halved at every doubling
+DISCRIMINATOR_FILTERS = 32  # at the first layer, doubled at every halving
+LEAKY_SLOPE = 0.2
+
+
+def _doublings(image_size):
+    n = int(round(math.log2(image_size / 4)))
+    if image_size < 16 or 4 * 2 ** n != image_size:
+        raise ValueError(f"DCGAN image size must be a power of two of at least 16, got {image_size}")
+    return n
+
+
+def build_generator(image_size=64, latent_dim=LATENT_DIM, filters=GENERATOR_FILTERS):
+    n = _doublings(image_size)
+    z = keras.Input((latent_dim,), name="z")
+    x = layers.Dense(4 * 4 * filters, use_bias=False, name="project")(z)
+    x = layers.Reshape((4, 4, filters))(x)
+    x = layers.BatchNormalization(name="project_bn")(x)
+    x = layers.ReLU()(x)
+    for i in range(n - 1):
+        x = layers.Conv2DTranspose(max(filters // 2 ** (i + 1), 16), 4, strides=2, padding="same", use_bias=False,
+                                   name=f"up{i + 1}")(x)
+        x = layers.BatchNormalization(name=f"up{i + 1}_bn")(x)
+        x = layers.ReLU()(x)
+    image = layers.Conv2DTranspose(3, 4, strides=2, padding="same", activation="tanh", dtype="float32",
+                                   name="to_rgb")(x)
+    return keras.Model(z, image, name="generator")
+
+
+def build_discriminator_trunk(image_size=64, filters=DISCRIMINATOR_FILTERS, spectral_norm=False):
+    """Image in [-1, 1] -> flat features. Down to 4x4 by strided convolutions."""
+    n = _doublings(image_size)
+    image = keras.Input((image_size, image_size, 3), name="image")
+    x = image
+    for i in range(n):
+        conv = layers.Conv2D(filters * 2 ** i, 4, strides=2, padding="same", name=f"down{i + 1}")
+        x = layers.SpectralNormalization(conv, name=f"down{i + 1}_sn")(x) if spectral_norm else conv(x)
+        if i > 0 and not spectral_norm:
+            x = layers.BatchNormalization(name=f"down{i + 1}_bn")(x)
+        x = layers.LeakyReLU(LEAKY_SLOPE)(x)
+    features = layers.Flatten(name="features")(x)
+    return keras.Model(image, features, name="discriminator_trunk")
+
+
+def build_discriminator(image_size=64, filters=DISCRIMINATOR_FILTERS, spectral_norm=False):
+    trunk = build_discriminator_trunk(image_size, filters, spectral_norm)
+    logit = layers.Dense(1, dtype="float32", name="logit")(trunk.output)
+    return keras.Model(trunk.input, logit, name="discriminator")
+
+
+def trunk_of(discriminator):
+    """The discriminator without its logit layer (shares the weights)."""
+    return keras.Model(discriminator.input, discriminator.get_layer("features").output, name="discriminator_trunk")
