@@ -21,8 +21,9 @@ demo: venv
 	$(PY) -m classifiers.train --model baseline --runs-dir $(RUNS) --experiment $(EXPERIMENT)
 	$(PY) -m classifiers.train --model hpsearch --runs-dir $(RUNS) --experiment $(EXPERIMENT)
 	$(PY) -m gan.train --runs-dir $(RUNS) --experiment $(EXPERIMENT)
+	$(PY) -m compare.report --runs-dir $(RUNS) --experiment $(EXPERIMENT)
 	@echo
-	@echo "Results: $(RUNS)/$(EXPERIMENT)/"
+	@echo "Results: $(RUNS)/$(EXPERIMENT)/ (the comparison: $(RUNS)/$(EXPERIMENT)/report/report.md)"
 	@echo "TensorBoard: $(PY) -m tensorboard.main --logdir $(RUNS)/$(EXPERIMENT) --host 127.0.0.1"
 
 test: venv

@@ -49,8 +49,9 @@ class DCGAN(keras.Model):
         z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
         fake = self.generator(z, training=True)
         with tf.GradientTape() as tape:
-            real_logits = self.discriminator(self._noisy(real), training=True)
-            fake_logits = self.discriminator(self._noisy(fake), training=True)
+            # One mixed batch: with separate batches, D's BatchNorm statistics alone give the fakes away.
+            logits = self.discriminator(self._noisy(tf.concat([real, fake], axis=0)), training=True)
+            real_logits, fake_logits = logits[:batch], logits[batch:]
             d_loss = (self.bce(tf.ones_like(real_logits) * (1.0 - self.label_smoothing), real_logits)
                       + self.bce(tf.zeros_like(fake_logits), fake_logits))
         grads = tape.gradient(d_loss, self.discriminator.trainable_variables)
@@ -58,7 +59,9 @@ class DCGAN(keras.Model):
 
         z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
         with tf.GradientTape() as tape:
-            logits = self.discriminator(self._noisy(self.generator(z, training=True)), training=True)
+            # D judges the fakes inside a mixed batch here too, under the same batch statistics as above.
+            mixed = tf.concat([real, self.generator(z, training=True)], axis=0)
+            logits = self.discriminator(self._noisy(mixed), training=True)[batch:]
             g_loss = self.bce(tf.ones_like(logits), logits)
         grads = tape.gradient(g_loss, self.generator.trainable_variables)
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))

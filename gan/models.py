@@ -13,6 +13,15 @@ LATENT_DIM = 128
 GENERATOR_FILTERS = 256  # at 4x4, halved at every doubling
 DISCRIMINATOR_FILTERS = 32  # at the first layer, doubled at every halving
 LEAKY_SLOPE = 0.2
+WEIGHT_STD = 0.02  # the DCGAN paper's initialisation; Keras's glorot default lets D win at once
+
+
+def _init(seed=None):
+    return keras.initializers.RandomNormal(0.0, WEIGHT_STD, seed=seed)
+
+
+def _bn(name):
+    return layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, WEIGHT_STD), name=name)
 
 
 def _doublings(image_size):
@@ -25,17 +34,17 @@ def _doublings(image_size):
 def build_generator(image_size=64, latent_dim=LATENT_DIM, filters=GENERATOR_FILTERS):
     n = _doublings(image_size)
     z = keras.Input((latent_dim,), name="z")
-    x = layers.Dense(4 * 4 * filters, use_bias=False, name="project")(z)
+    x = layers.Dense(4 * 4 * filters, use_bias=False, kernel_initializer=_init(), name="project")(z)
     x = layers.Reshape((4, 4, filters))(x)
-    x = layers.BatchNormalization(name="project_bn")(x)
+    x = _bn("project_bn")(x)
     x = layers.ReLU()(x)
     for i in range(n - 1):
         x = layers.Conv2DTranspose(max(filters // 2 ** (i + 1), 16), 4, strides=2, padding="same", use_bias=False,
-                                   name=f"up{i + 1}")(x)
-        x = layers.BatchNormalization(name=f"up{i + 1}_bn")(x)
+                                   kernel_initializer=_init(), name=f"up{i + 1}")(x)
+        x = _bn(f"up{i + 1}_bn")(x)
         x = layers.ReLU()(x)
     image = layers.Conv2DTranspose(3, 4, strides=2, padding="same", activation="tanh", dtype="float32",
-                                   name="to_rgb")(x)
+                                   kernel_initializer=_init(), name="to_rgb")(x)
     return keras.Model(z, image, name="generator")
 
 
@@ -45,10 +54,11 @@ def build_discriminator_trunk(image_size=64, filters=DISCRIMINATOR_FILTERS, spec
     image = keras.Input((image_size, image_size, 3), name="image")
     x = image
     for i in range(n):
-        conv = layers.Conv2D(filters * 2 ** i, 4, strides=2, padding="same", name=f"down{i + 1}")
+        conv = layers.Conv2D(filters * 2 ** i, 4, strides=2, padding="same", kernel_initializer=_init(),
+                             name=f"down{i + 1}")
         x = layers.SpectralNormalization(conv, name=f"down{i + 1}_sn")(x) if spectral_norm else conv(x)
         if i > 0 and not spectral_norm:
-            x = layers.BatchNormalization(name=f"down{i + 1}_bn")(x)
+            x = _bn(f"down{i + 1}_bn")(x)
         x = layers.LeakyReLU(LEAKY_SLOPE)(x)
     features = layers.Flatten(name="features")(x)
     return keras.Model(image, features, name="discriminator_trunk")
@@ -56,7 +66,7 @@ def build_discriminator_trunk(image_size=64, filters=DISCRIMINATOR_FILTERS, spec
 
 def build_discriminator(image_size=64, filters=DISCRIMINATOR_FILTERS, spectral_norm=False):
     trunk = build_discriminator_trunk(image_size, filters, spectral_norm)
-    logit = layers.Dense(1, dtype="float32", name="logit")(trunk.output)
+    logit = layers.Dense(1, dtype="float32", kernel_initializer=_init(), name="logit")(trunk.output)
     return keras.Model(trunk.input, logit, name="discriminator")
 
 

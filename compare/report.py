@@ -1,0 +1,351 @@
+"""`python -m compare.report`: every model of an experiment on its one held-out test split.
+
+Finds the experiment's finished detector runs, refuses any trained on another split, skips broken ones
+with their reason, and evaluates the rest on the test split (never used for training or selection):
+quality with 95% bootstrap intervals, paired tests between models, calibration, and costs measured on
+this machine. Writes runs/<experiment>/report/ (report.md, metrics.json, metrics.csv, PNG plots) and
+TensorBoard summaries under runs/<experiment>/report/tensorboard/.
+"""
+import argparse
+import csv
+import itertools
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from compare import metrics as M
+from compare import perturb
+from data.runs import experiment_dir, list_runs, write_json_atomic
+from data.runtime import UserError, add_common_args, import_tensorflow, run_main, setup
+
+LATENCY_REPEATS = 30
+THROUGHPUT_BATCH = 64
+TABLE_KEYS = ["roc_auc", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "average_precision", "eer",
+              "tpr_at_fpr_1pct", "tpr_at_fpr_5pct", "log_loss", "brier", "ece"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m compare.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p, data=False)
+    p.add_argument("--test-dir", help="an external labelled folder (Real/, Fake/) for generalisation")
+    p.add_argument("--perturb", help="e.g. jpeg=50,blur=1.0,resize=0.5: robustness on perturbed test images")
+    p.add_argument("--no-timing", action="store_true", help="skip the latency / throughput measurements")
+    return p.parse_args(argv)
+
+
+def find_detectors(runs_dir, experiment, manifest):
+    """(detectors as [(name, folder, run.json, model)], skipped as [(name, reason)])."""
+    import keras
+
+    good, broken = list_runs(runs_dir, experiment)
+    skipped = [(os.path.basename(f), reason) for f, reason in broken]
+    detectors = []
+    for folder, info in good:
+        name = os.path.basename(folder)
+        if info.get("kind") != "detector":
+            continue  # the GAN itself: its discriminator is judged through the dcgan-* runs
+        if info.get("split_fingerprint") != manifest["fingerprint"]:
+            skipped.append((name, f"trained on another split (fingerprint {str(info.get('split_fingerprint'))[:16]}, "
+                                  f"experiment {manifest['fingerprint'][:16]}): models judged on different test "
+                                  "images are not comparable"))
+            continue
+        try:
+            model = keras.saving.load_model(os.path.join(folder, "model.keras"), compile=False, safe_mode=True)
+        except Exception as e:  # a damaged archive surfaces as many exception types
+            skipped.append((name, f"model.keras cannot be loaded ({type(e).__name__}: {e})"))
+            continue
+        detectors.append((name, folder, info, model))
+    return detectors, skipped
+
+
+class ImageSets:
+    """Decoded image sets, cached by (which set, size, resize mode, perturbation)."""
+
+    def __init__(self, manifest, test_dir):
+        self.manifest, self.test_dir, self.cache, self.external_files = manifest, test_dir, {}, None
+
+    def get(self, which, size, mode, perturbation=None):
+        from data.pipeline import load_images, load_split
+
+        key = (which, size, mode, perturbation)
+        if key not in self.cache:
+            fn = perturb.transform(*perturbation) if perturbation else None
+            if which == "test":
+                x, y, _ = load_split(self.manifest, "test", size, mode, transform=fn)
+            else:
+                if self.external_files is None:
+                    from data.scan import scan_folder
+
+                    scan = scan_folder(self.test_dir)
+                    print(f"external test set {self.test_dir}: {scan.summary()}")
+                    self.external_files = [(os.path.join(scan.root, r.path), r.label) for r in scan.images]
+                paths = [p for p, _ in self.external_files]
+                x, kept, failed = load_images(paths, size, mode, transform=fn)
+                for path, reason in failed:
+                    print(f"warning: skipping {path}: {reason}", file=sys.stderr)
+                y = np.array([self.external_files[i][1] for i in kept], np.float32)
+            self.cache[key] = (x, y)
+        return self.cache[key]
+
+
+def predict(model, x):
+    return model.predict(x.astype("float32"), batch_size=64, verbose=0).reshape(-1)
+
+
+def measure_costs(model, size, folder, info):
+    """Parameters, size on disk, training time, and latency / throughput measured now on this machine."""
+    out = {"params": int(model.count_params()), "size_mb": os.path.getsize(os.path.join(folder, "model.keras")) / 2 ** 20,
+           "train_seconds": info.get("train_seconds")}
+    tf = import_tensorflow()
+    run = tf.function(lambda x: model(x, training=False))
+    one = tf.zeros((1, size, size, 3))
+    many = tf.zeros((THROUGHPUT_BATCH, size, size, 3))
+    run(one), run(many)  # trace both shapes before timing
+    times = []
+    for _ in range(LATENCY_REPEATS):
+        t = time.perf_counter()
+        run(one).numpy()
+        times.append(time.perf_counter() - t)
+    out["latency_ms_b1"] = 1000 * float(np.median(times))
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        run(many).numpy()
+        times.append(time.perf_counter() - t)
+    out["throughput_b64"] = THROUGHPUT_BATCH / float(np.median(times))
+    return out
+
+
+def flat_hparams(name, info):
+    hp = {"model": name, "image_size": int(info.get("image_size", 0)), "precision": str(info.get("precision"))}
+    for k, v in (info.get("hyperparameters") or {}).items():
+        hp[k] = v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
+    return hp
+
+
+def evaluate_all(detectors, sets, args):
+    """metrics.json's models dict, plus the raw predictions the plots and tests need."""
+    specs = perturb.parse_spec(args.perturb)
+    models, raw = {}, {}
+    for name, folder, info, model in detectors:
+        size, mode = int(info["image_size"]), info.get("resize_mode", "resize")
+        threshold = float(info.get("threshold") or 0.5)
+        x, y = sets.get("test", size, mode)
+        p = predict(model, x)
+        entry = {"test": M.evaluate(y, p, threshold), "hyperparameters": flat_hparams(name, info)}
+        if not args.no_timing:
+            entry["costs"] = measure_costs(model, size, folder, info)
+        if args.test_dir:
+            xe, ye = sets.get("external", size, mode)
+            entry["external"] = M.evaluate(ye, predict(model, xe), threshold)
+        if specs:
+            entry["perturbed"] = {}
+            for spec in specs:
+                xp, yp = sets.get("test", size, mode, spec)
+                entry["perturbed"][perturb.label(*spec)] = M.evaluate(yp, predict(model, xp), threshold, ci=False)
+        models[name] = entry
+        raw[name] = (y, p, entry["test"], x)
+        print(f"  {name}: test AUC {entry['test']['roc_auc']:.4f}")
+    return models, raw
+
+
+def pairwise(raw):
+    out = {}
+    for a, b in itertools.combinations(sorted(raw), 2):
+        ya, pa, ma, _ = raw[a]
+        yb, pb, mb, _ = raw[b]
+        if len(ya) != len(yb) or not np.array_equal(ya, yb):
+            continue  # different input sizes can never change the test images, but be safe
+        auc = M.paired_auc_difference(ya, pa, pb)
+        mc = M.mcnemar(ya, pa, pb, ma["threshold"], mb["threshold"])
+        auc_real = auc["ci95"][0] > 0 or auc["ci95"][1] < 0
+        verdict = ("real difference" if auc_real else
+                   "AUC within noise; errors at the thresholds differ (McNemar)" if mc["p_value"] < 0.05 else
+                   "within noise")
+        out[f"{a} vs {b}"] = {"auc": auc, "mcnemar": mc, "verdict": verdict}
+    return out
+
+
+def _fmt(v, digits=4):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "nan" if v != v else f"{v:.{digits}f}"
+    return str(v)
+
+
+def _p(value):
+    # a bootstrap of M.BOOTSTRAP resamples cannot resolve p-values below 1 / M.BOOTSTRAP
+    return f"<{1 / M.BOOTSTRAP:g}" if value < 1 / M.BOOTSTRAP else f"{value:.3f}"
+
+
+def markdown(report, plots):
+    lines = [f"# Comparison: experiment `{report['experiment']}`", "",
+             f"Test split: {report['test_images']} images, never used for training or model selection "
+             f"(split fingerprint `{report['split_fingerprint'][:16]}`). Fake is the positive class. "
+             "Threshold-free metrics and those at 0.5; `acc@t` uses each model's threshold chosen on validation.",
+             "A difference between two models counts as real when the 95% interval of their paired AUC "
+             "difference excludes zero (see below).",
+             "", "| model | " + " | ".join(TABLE_KEYS) + " | AUC 95% CI | acc@t |",
+             "|---" * (len(TABLE_KEYS) + 3) + "|"]
+    for name in report["ranking"]:
+        t = report["models"][name]["test"]
+        ci = t.get("roc_auc_ci95", [None, None])
+        lines.append(f"| {name} | " + " | ".join(_fmt(t[k]) for k in TABLE_KEYS)
+                     + f" | {_fmt(ci[0], 3)}-{_fmt(ci[1], 3)} | {_fmt(t['accuracy_at_threshold'])} |")
+    if report["pairwise"]:
+        lines += ["", "## Which differences are real", "",
+                  "Paired on the same test images: bootstrap of the AUC difference, McNemar on the errors.", "",
+                  "| pair | AUC difference | 95% CI | p (AUC) | p (McNemar) | verdict |", "|---|---|---|---|---|---|"]
+        for pair, d in report["pairwise"].items():
+            lines.append(f"| {pair} | {d['auc']['auc_difference']:+.4f} | {d['auc']['ci95'][0]:+.4f} to "
+                         f"{d['auc']['ci95'][1]:+.4f} | {_p(d['auc']['p_value'])} | {_p(d['mcnemar']['p_value'])} | "
+                         f"{d['verdict']} |")
+    costed = [n for n in report["ranking"] if "costs" in report["models"][n]]
+    if costed:
+        lines += ["", "## Costs (measured on this machine in this run)", "",
+                  "| model | parameters | size (MB) | training (s) | latency batch 1 (ms) | throughput batch 64 (img/s) |",
+                  "|---|---|---|---|---|---|"]
+        for n in costed:
+            c = report["models"][n]["costs"]
+            lines.append(f"| {n} | {c['params']:,} | {c['size_mb']:.2f} | {_fmt(c['train_seconds'], 0)} | "
+                         f"{c['latency_ms_b1']:.2f} | {c['throughput_b64']:.0f} |")
+    for section, title in (("external", "External test set"), ("perturbed", "Robustness (perturbed test images)")):
+        rows = [(n, report["models"][n][section]) for n in report["ranking"] if section in report["models"][n]]
+        if not rows:
+            continue
+        lines += ["", f"## {title}", ""]
+        if section == "external":
+            lines += [f"`{report.get('test_dir')}`; kept apart from the test split's results.", "",
+                      "| model | images | roc_auc | accuracy | eer | tpr_at_fpr_5pct |", "|---|---|---|---|---|---|"]
+            lines += [f"| {n} | {e['images']} | {_fmt(e['roc_auc'])} | {_fmt(e['accuracy'])} | {_fmt(e['eer'])} | "
+                      f"{_fmt(e['tpr_at_fpr_5pct'])} |" for n, e in rows]
+        else:
+            specs = list(rows[0][1])
+            lines += ["AUC on the test split after each perturbation (clean AUC first).", "",
+                      "| model | clean | " + " | ".join(specs) + " |", "|---" * (len(specs) + 2) + "|"]
+            lines += [f"| {n} | {_fmt(report['models'][n]['test']['roc_auc'])} | "
+                      + " | ".join(_fmt(e[s]["roc_auc"]) for s in specs) + " |" for n, e in rows]
+    if report["skipped"]:
+        lines += ["", "## Runs not reported", ""] + [f"- `{n}`: {why}" for n, why in report["skipped"]]
+    lines += ["", "## Figures", ""] + [f"![{k}]({os.path.basename(v)})" for k, v in plots.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(report, path):
+    keys = TABLE_KEYS + ["accuracy_at_threshold", "threshold", "images"]
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "set"] + keys)
+        for name in report["ranking"]:
+            entry = report["models"][name]
+            w.writerow([name, "test"] + [entry["test"][k] for k in keys])
+            if "external" in entry:
+                w.writerow([name, "external"] + [entry["external"][k] for k in keys])
+            for spec, m in entry.get("perturbed", {}).items():
+                w.writerow([name, f"perturbed:{spec}"] + [m[k] for k in keys])
+    os.replace(tmp, path)
+
+
+def write_tensorboard(report, raw, plots, logdir):
+    """HParams (one session per model), PR curves, the figures as images and the table as text."""
+    tf = import_tensorflow()
+    from tensorboard.plugins.hparams import api as hp_api
+    from tensorboard.plugins.pr_curve import summary as pr_summary
+
+    from compare.metrics import confusion
+
+    for name in report["ranking"]:
+        entry = report["models"][name]
+        with tf.summary.create_file_writer(os.path.join(logdir, "models", name)).as_default():
+            hp_api.hparams(entry["hyperparameters"], trial_id=name)
+            for k in TABLE_KEYS:
+                tf.summary.scalar(f"test/{k}", entry["test"][k], step=0)
+            for k, v in entry.get("costs", {}).items():
+                if v is not None:
+                    tf.summary.scalar(f"cost/{k}", float(v), step=0)
+            y, p, _, _ = raw[name]
+            thresholds = np.linspace(0, 1, 201)
+            cs = [confusion(y, p, t) for t in thresholds]
+            tp, fp, tn, fn = (np.array([c[k] for c in cs], np.float64) for k in ("tp", "fp", "tn", "fn"))
+            precision = np.divide(tp, tp + fp, out=np.ones_like(tp), where=(tp + fp) > 0)
+            recall = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=(tp + fn) > 0)
+            pb = pr_summary.raw_data_pb("test_pr_curve", tp, fp, tn, fn, precision, recall, num_thresholds=201)
+            tf.summary.experimental.write_raw_pb(pb.SerializeToString(), step=0)
+    with tf.summary.create_file_writer(os.path.join(logdir, "summary")).as_default():
+        for key, path in plots.items():
+            png = tf.io.decode_png(tf.io.read_file(path), channels=3)
+            tf.summary.image(key, png[None], step=0)
+        tf.summary.text("comparison", report["markdown"], step=0)
+
+
+def terminal_table(report):
+    head = f"{'model':<22} {'AUC':>7} {'95% CI':>13} {'acc':>6} {'acc@t':>6} {'EER':>6} {'TPR@5%':>7} {'ms/img':>7}"
+    rows = [head, "-" * len(head)]
+    for name in report["ranking"]:
+        e = report["models"][name]
+        t, c = e["test"], e.get("costs", {})
+        ci = t.get("roc_auc_ci95", [float("nan")] * 2)
+        rows.append(f"{name:<22} {t['roc_auc']:>7.4f} {ci[0]:>6.3f}-{ci[1]:<6.3f} {t['accuracy']:>6.3f} "
+                    f"{t['accuracy_at_threshold']:>6.3f} {t['eer']:>6.3f} {t['tpr_at_fpr_5pct']:>7.3f} "
+                    f"{c.get('latency_ms_b1', float('nan')):>7.2f}")
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup(args.seed, args.precision)
+    from compare import plots as P
+    from data.split import load_manifest
+
+    exp = experiment_dir(args.runs_dir, args.experiment)
+    split_path = os.path.join(exp, "split.json")
+    if not os.path.exists(split_path):
+        raise UserError(f"no experiment at {exp} (no split.json): train a model first")
+    if args.test_dir and not os.path.isdir(args.test_dir):
+        raise UserError(f"--test-dir {args.test_dir} does not exist or is not a folder")
+    perturb.parse_spec(args.perturb)  # fail on a bad spec before any work
+    manifest = load_manifest(split_path)
+    detectors, skipped = find_detectors(args.runs_dir, args.experiment, manifest)
+    for name, reason in skipped:
+        print(f"skipping {name}: {reason}", file=sys.stderr)
+    if not detectors:
+        raise UserError(f"no finished detector runs to compare in {exp}")
+    print(f"comparing {len(detectors)} model(s) on the test split of {exp}")
+    sets = ImageSets(manifest, args.test_dir)
+    models, raw = evaluate_all(detectors, sets, args)
+    ranking = sorted(models, key=lambda n: -np.nan_to_num(models[n]["test"]["roc_auc"], nan=-1))
+    out_dir = os.path.join(exp, "report")
+    os.makedirs(out_dir, exist_ok=True)
+    results = {n: raw[n][:3] for n in ranking}
+    plots = {"roc": P.roc_plot(results, os.path.join(out_dir, "roc.png")),
+             "confusion": P.confusion_plot(results, os.path.join(out_dir, "confusion.png")),
+             "reliability": P.reliability_plot(results, os.path.join(out_dir, "reliability.png")),
+             "mistakes": P.mistakes_plot(results, {n: raw[n][3] for n in ranking}, os.path.join(out_dir, "mistakes.png"))}
+    report = {"experiment": args.experiment, "split_fingerprint": manifest["fingerprint"],
+              "test_images": int(len(raw[ranking[0]][0])), "test_dir": args.test_dir, "perturb": args.perturb,
+              "ranking": ranking, "models": models, "pairwise": pairwise(raw), "skipped": skipped}
+    report["markdown"] = markdown(report, plots)
+    with open(os.path.join(out_dir, "report.md.tmp"), "w") as f:
+        f.write(report["markdown"])
+    os.replace(os.path.join(out_dir, "report.md.tmp"), os.path.join(out_dir, "report.md"))
+    write_json_atomic(os.path.join(out_dir, "metrics.json"),
+                      {k: v for k, v in report.items() if k != "markdown"})
+    write_csv(report, os.path.join(out_dir, "metrics.csv"))
+    tb_dir = os.path.join(out_dir, "tensorboard")
+    write_tensorboard(report, raw, plots, tb_dir)
+    print()
+    print(terminal_table(report))
+    print()
+    print(f"report: {os.path.join(out_dir, 'report.md')} (metrics.json, metrics.csv, PNG plots beside it)")
+    print(f"TensorBoard: tensorboard --logdir {exp} --host 127.0.0.1")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
