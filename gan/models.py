@@ -20,8 +20,13 @@ def _init(seed=None):
     return keras.initializers.RandomNormal(0.0, WEIGHT_STD, seed=seed)
 
 
+BN_MOMENTUM = 0.8  # moving statistics must keep up with a generator that changes fast, or samples drawn in
+# inference mode (the sample grids, KID) show a network that no longer exists
+
+
 def _bn(name):
-    return layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, WEIGHT_STD), name=name)
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, name=name,
+                                     gamma_initializer=keras.initializers.RandomNormal(1.0, WEIGHT_STD))
 
 
 def _doublings(image_size):
