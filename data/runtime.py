@@ -117,6 +117,9 @@ def positive_int(text):
 
 def run_main(main):
     """Run an entry point: user errors become one line and exit status 2, Ctrl-C exits 130."""
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not valid UTF-8 must not crash a print
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         return main()
     except UserError as e:
