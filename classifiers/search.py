@@ -15,7 +15,7 @@ import shutil
 from classifiers.models import build_cnn
 from classifiers.train import EARLY_STOP_PATIENCE, SEARCH_SPACE, TRAIN_AUGMENTATIONS, train_run, verbosity
 from data.pipeline import make_dataset
-from data.runs import experiment_dir, partial_dir
+from data.runs import experiment_dir, partial_dir, run_lock
 from data.runtime import UserError
 
 TUNER_FOLDER = ".hpsearch-tuner"
@@ -99,6 +99,14 @@ def keep_earlier_trial_logs(cfg, search_logs):
 
 
 def search_and_retrain(cfg, manifest, train, val, strategy, chief):
+    distributed = "KERASTUNER_ORACLE_IP" in os.environ
+    if distributed:  # the chief and its workers share the tuner folder by design
+        return _search_and_retrain(cfg, manifest, train, val, strategy, chief)
+    with run_lock(cfg["runs_dir"], cfg["experiment"], "hpsearch-search"):
+        return _search_and_retrain(cfg, manifest, train, val, strategy, chief)
+
+
+def _search_and_retrain(cfg, manifest, train, val, strategy, chief):
     import keras
 
     tuner_id = os.environ.get("KERASTUNER_TUNER_ID")

@@ -143,13 +143,23 @@ def evaluate_validation(model, x, y, batch_size):
             "accuracy_at_threshold": accuracy(y, p, threshold), "images": int(len(y))}
 
 
-def train_run(name, build_model, cfg, manifest, train, val, hyperparameters, augment=(), extra=None,
-              strategy=None, chief=True, extra_callbacks=()):
+def train_run(name, build_model, cfg, manifest, train, val, hyperparameters, **kwargs):
     """Train one model and write its run folder. build_model() -> compiled keras.Model.
 
     Shared by every detector of the kit (the GAN's fine-tuned discriminators too), so that every run
-    folder has the same shape and compare needs nothing else.
+    folder has the same shape and compare needs nothing else. The writing process holds the model's
+    lock, so two commands never train into the same folder.
     """
+    from data.runs import run_lock
+
+    if not kwargs.get("chief", True):
+        return _train_run(name, build_model, cfg, manifest, train, val, hyperparameters, **kwargs)
+    with run_lock(cfg["runs_dir"], cfg["experiment"], name):
+        return _train_run(name, build_model, cfg, manifest, train, val, hyperparameters, **kwargs)
+
+
+def _train_run(name, build_model, cfg, manifest, train, val, hyperparameters, augment=(), extra=None,
+               strategy=None, chief=True, extra_callbacks=()):
     import keras
 
     from data.pipeline import make_dataset

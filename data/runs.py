@@ -4,6 +4,8 @@ A run is trained inside a hidden `.<model>.partial/` folder (where checkpoints f
 renamed into place only once model.keras and run.json are complete, so an interrupted run never leaves
 a folder that looks finished.
 """
+import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -53,6 +55,30 @@ def partial_dir(runs_dir, experiment, model_name):
 def model_files(info):
     """The model archives a finished run must hold: a GAN keeps both networks, a detector one model."""
     return ("generator.keras", "discriminator.keras") if info.get("kind") == "gan" else ("model.keras",)
+
+
+@contextlib.contextmanager
+def run_lock(runs_dir, experiment, model_name):
+    """Only one process trains a given model of an experiment at a time; a second one is told so."""
+    folder = experiment_dir(runs_dir, experiment)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f".{check_name(model_name, 'model')}.lock")
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise UserError(f"{model_name} of experiment {experiment!r} is being trained by {holder}; "
+                            "wait for it or use another --experiment")
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def finish_run(partial, final, run_info):

@@ -5,6 +5,7 @@ Python logging is configured, so `import_tensorflow` silences the descriptor its
 """
 import argparse
 import contextlib
+import errno
 import os
 import sys
 
@@ -14,6 +15,7 @@ DEFAULT_RUNS_DIR = "runs"
 DEFAULT_EXPERIMENT = "default"
 DEFAULT_SEED = 1337
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+WRITE_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EDQUOT}
 
 
 class UserError(Exception):
@@ -124,6 +126,14 @@ def run_main(main):
         return main()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise
+        # a full disk or an unwritable folder: say which file; runs are renamed into place only when
+        # complete, so earlier results are untouched
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error: cannot write{where}: {e.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; partial outputs were kept aside and the next run resumes from them",

@@ -88,6 +88,13 @@ def gan_dataset(images, batch_size, seed):
 
 def train_gan(cfg, manifest, train):
     """Stage 1. Writes runs/<experiment>/dcgan/ and returns its folder."""
+    from data.runs import run_lock
+
+    with run_lock(cfg["runs_dir"], cfg["experiment"], "dcgan"):
+        return _train_gan(cfg, manifest, train)
+
+
+def _train_gan(cfg, manifest, train):
     import keras
 
     from classifiers.train import ProgressFile, resumed_epoch, verbosity
