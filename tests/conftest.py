@@ -50,3 +50,50 @@ def tiny_faces(tmp_path_factory):
 
     dest = tmp_path_factory.mktemp("faces") / "data"
     return generate(str(dest), images_per_class=40, size=32)
+
+
+def write_bad_corpus(folder):
+    """Every kind of bad or unusual file the kit must survive. Returns {name: expected 'used'|'rejected'|'skipped'}."""
+    import os
+
+    os.makedirs(folder, exist_ok=True)
+    expect = {}
+
+    def put(name, data, outcome):
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data)
+        expect[name] = outcome
+
+    def save(name, img, fmt, outcome, **kw):
+        path = os.path.join(folder, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        img.save(path, fmt, **kw)
+        expect[name] = outcome
+
+    good = smooth_image(9001, 40)
+    whole = jpeg_bytes(good)
+    put("zero.jpg", b"", "rejected")
+    put("truncated.jpg", whole[: len(whole) * 2 // 3], "rejected")
+    put("random.jpg", np.random.default_rng(1).bytes(2048), "rejected")
+    put("notes.txt", b"just text", "rejected")
+    put(".DS_Store", b"\0\0\0\1Bud1", "skipped")
+    put("Thumbs.db", b"\xd0\xcf\x11\xe0", "skipped")
+    save("grey.png", good.convert("L"), "PNG", "used")
+    save("palette.png", good.convert("P"), "PNG", "used")
+    save("rgba.png", good.convert("RGBA"), "PNG", "used")
+    save("cmyk.jpg", good.convert("CMYK"), "JPEG", "used")
+    Image.fromarray(np.asarray(good.convert("L"), np.uint16) * 257).save(os.path.join(folder, "deep16.png"))
+    expect["deep16.png"] = "used"
+    save("one-pixel.png", Image.new("RGB", (1, 1)), "PNG", "rejected")
+    Image.new("1", (8000, 8000)).save(os.path.join(folder, "bomb.png"))
+    expect["bomb.png"] = "rejected"
+    frames = [smooth_image(9100 + i, 40).convert("P") for i in range(3)]
+    frames[0].save(os.path.join(folder, "animated.gif"), save_all=True, append_images=frames[1:], duration=100)
+    expect["animated.gif"] = "used"
+    save("nested/deeper/face.webp", good, "WEBP", "used")
+    with open(os.path.join(os.fsencode(folder), b"bad-\xff-name.jpg"), "wb") as f:
+        f.write(whole)
+    expect[os.fsdecode(b"bad-\xff-name.jpg")] = "used"
+    os.symlink("loop.jpg", os.path.join(folder, "loop.jpg"))
+    expect["loop.jpg"] = "rejected"
+    return expect
