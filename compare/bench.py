@@ -10,7 +10,6 @@ For each image size, on the same images and the same 3-block CNN (the study's be
 It is a benchmark, not a test: it prints figures and asserts nothing.
 """
 import argparse
-import json
 import os
 import sys
 import time

@@ -97,3 +97,27 @@ def write_bad_corpus(folder):
     os.symlink("loop.jpg", os.path.join(folder, "loop.jpg"))
     expect["loop.jpg"] = "rejected"
     return expect
+
+
+def kill_when(cmd, ready, cwd, timeout=180):
+    """Start cmd, SIGKILL it as soon as ready() is true (or at the timeout): a crash at a random point."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not ready():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def epochs_recorded(progress_path):
+    """Finished epochs in a run's progress file (0 while it does not exist yet)."""
+    import json
+
+    try:
+        return len(json.load(open(progress_path))["epochs"])
+    except (OSError, ValueError):
+        return 0

@@ -1,13 +1,12 @@
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from classifiers import train as train_cli
+from conftest import epochs_recorded, kill_when
 from data.runs import read_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,17 +70,10 @@ def test_interrupted_baseline_resumes_from_its_last_epoch(tiny_faces, tmp_path):
     runs = str(tmp_path / "runs")
     cmd = [sys.executable, "-m", "classifiers.train", "--data-dir", tiny_faces, "--runs-dir", runs,
            "--epochs", "40"] + TINY
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     progress = os.path.join(runs, "default", ".baseline.partial", "progress.json")
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if os.path.exists(progress) and len(json.load(open(progress))["epochs"]) >= 2:
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(cmd, lambda: epochs_recorded(progress) >= 2, ROOT)
     assert not os.path.exists(os.path.join(runs, "default", "baseline")), "a killed run must not look finished"
-    done = len(json.load(open(progress))["epochs"])
+    done = epochs_recorded(progress)
     again = subprocess.run(cmd[:-len(TINY) - 2] + ["--epochs", str(done + 1)] + TINY, cwd=ROOT,
                            capture_output=True, text=True)
     assert again.returncode == 0, again.stderr

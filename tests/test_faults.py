@@ -3,13 +3,12 @@ unwritable output folder is one clear line."""
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
+from conftest import kill_when
 from data.runs import read_run, run_lock
 from data.runtime import UserError
 
@@ -37,13 +36,8 @@ def test_killed_search_resumes_without_redoing_finished_trials(tiny_faces, tmp_p
     runs = str(tmp_path / "runs")
     cmd = [sys.executable, "-m", "classifiers.train", "--model", "hpsearch", "--data-dir", tiny_faces,
            "--runs-dir", runs, "--max-trials", "4", "--search-epochs", "1", "--epochs", "1"] + TINY
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tuner_dir = os.path.join(runs, "default", ".hpsearch-tuner")
-    deadline = time.time() + 180
-    while time.time() < deadline and len(completed_trials(tuner_dir)) < 2:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(cmd, lambda: len(completed_trials(tuner_dir)) >= 2, ROOT)
     before = completed_trials(tuner_dir)
     assert before and not os.path.exists(os.path.join(runs, "default", "hpsearch"))
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)

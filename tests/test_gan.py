@@ -1,13 +1,12 @@
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
+from conftest import epochs_recorded, kill_when
 from data.runs import list_runs, read_run
 from data.runtime import UserError
 from gan import train as gan_cli
@@ -76,18 +75,10 @@ def test_checkpoint_holds_both_networks_and_both_optimizers(tmp_path):
 def test_interrupted_gan_resumes_from_its_checkpoint(tiny_faces, tmp_path):
     runs = str(tmp_path / "runs")
     cmd = [sys.executable, "-m", "gan.train", "--stage", "gan", "--data-dir", tiny_faces, "--runs-dir", runs] + TINY
-    proc = subprocess.Popen(cmd + ["--gan-epochs", "200"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
     progress = os.path.join(runs, "default", ".dcgan.partial", "progress.json")
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if os.path.exists(progress) and len(json.load(open(progress))["epochs"]) >= 2:
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(cmd + ["--gan-epochs", "200"], lambda: epochs_recorded(progress) >= 2, ROOT)
     assert not os.path.exists(os.path.join(runs, "default", "dcgan"))
-    done = len(json.load(open(progress))["epochs"])
+    done = epochs_recorded(progress)
     again = subprocess.run(cmd + ["--gan-epochs", str(done + 1)], cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert "dcgan: resuming from epoch" in again.stdout and "both optimizers" in again.stdout
