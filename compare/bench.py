@@ -87,13 +87,14 @@ def pipeline_rate(ds, batches=30):
     return batches * BATCH / (time.perf_counter() - t)
 
 
-def latency(model, size):
+def latency(model, size, repeats=50, batch=64):
+    """(median ms per image at batch 1, images/s at `batch`), timed after tracing both shapes."""
     tf = import_tensorflow()
     run = tf.function(lambda x: model(x, training=False))
-    one, many = tf.zeros((1, size, size, 3)), tf.zeros((64, size, size, 3))
+    one, many = tf.zeros((1, size, size, 3)), tf.zeros((batch, size, size, 3))
     run(one), run(many)
     times = []
-    for _ in range(50):
+    for _ in range(repeats):
         t = time.perf_counter()
         run(one).numpy()
         times.append(time.perf_counter() - t)
@@ -102,7 +103,7 @@ def latency(model, size):
         t = time.perf_counter()
         run(many).numpy()
         batch_times.append(time.perf_counter() - t)
-    return 1000 * float(np.median(times)), 64 / float(np.median(batch_times))
+    return 1000 * float(np.median(times)), batch / float(np.median(batch_times))
 
 
 def bench_size(data_dir, size, policy, window):

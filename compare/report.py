@@ -12,7 +12,6 @@ import itertools
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -100,23 +99,9 @@ def measure_costs(model, size, folder, info):
     """Parameters, size on disk, training time, and latency / throughput measured now on this machine."""
     out = {"params": int(model.count_params()), "size_mb": os.path.getsize(os.path.join(folder, "model.keras")) / 2 ** 20,
            "train_seconds": info.get("train_seconds")}
-    tf = import_tensorflow()
-    run = tf.function(lambda x: model(x, training=False))
-    one = tf.zeros((1, size, size, 3))
-    many = tf.zeros((THROUGHPUT_BATCH, size, size, 3))
-    run(one), run(many)  # trace both shapes before timing
-    times = []
-    for _ in range(LATENCY_REPEATS):
-        t = time.perf_counter()
-        run(one).numpy()
-        times.append(time.perf_counter() - t)
-    out["latency_ms_b1"] = 1000 * float(np.median(times))
-    times = []
-    for _ in range(5):
-        t = time.perf_counter()
-        run(many).numpy()
-        times.append(time.perf_counter() - t)
-    out["throughput_b64"] = THROUGHPUT_BATCH / float(np.median(times))
+    from compare.bench import latency
+
+    out["latency_ms_b1"], out["throughput_b64"] = latency(model, size, LATENCY_REPEATS, THROUGHPUT_BATCH)
     return out
 
 
