@@ -122,14 +122,6 @@ class ProgressFile:
         return _Record()
 
 
-def resumed_epoch(backup_dir):
-    try:
-        with open(os.path.join(backup_dir, "training_metadata.json")) as f:
-            return int(json.load(f)["epoch"]) + 1
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 def verbosity():
     return 1 if sys.stdout.isatty() else 2
 
@@ -162,16 +154,14 @@ def _train_run(name, build_model, cfg, manifest, train, val, hyperparameters, au
                strategy=None, chief=True, extra_callbacks=()):
     import keras
 
+    from classifiers.checkpoint import MARGIN_BYTES, EpochCheckpoint, ensure_free_space, state_bytes
     from data.pipeline import make_dataset
     from data.runs import experiment_dir, finish_run, library_versions, partial_dir, write_json_atomic
 
     final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), name)
     work = partial_dir(cfg["runs_dir"], cfg["experiment"], name) if chief else tempfile.mkdtemp(prefix="worker-")
     os.makedirs(work, exist_ok=True)
-    backup = os.path.join(work, "backup")
-    start_epoch = resumed_epoch(backup)
-    if start_epoch:
-        print(f"{name}: resuming from epoch {start_epoch} of {cfg['epochs']} ({backup})")
+    checkpoint = EpochCheckpoint(os.path.join(work, "backup"), name, cfg["epochs"])
     progress = ProgressFile(os.path.join(work, "progress.json"))
 
     replicas = strategy.num_replicas_in_sync if strategy else 1
@@ -191,7 +181,7 @@ def _train_run(name, build_model, cfg, manifest, train, val, hyperparameters, au
         model = build_model()
     build_seconds = time.time() - build_started
 
-    callbacks = [progress.callback(), keras.callbacks.BackupAndRestore(backup, double_checkpoint=True)]
+    callbacks = [progress.callback(), checkpoint]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(work, "logs"), write_graph=True))
     callbacks.extend(extra_callbacks)
@@ -199,6 +189,7 @@ def _train_run(name, build_model, cfg, manifest, train, val, hyperparameters, au
               shuffle=False)  # tf.data already reshuffles every epoch
 
     tmp_model = os.path.join(work, "model.tmp.keras")
+    ensure_free_space(work, int(state_bytes(model) * 1.2) + MARGIN_BYTES, "the model")
     model.save(tmp_model)
     os.replace(tmp_model, os.path.join(work, "model.keras"))
     if not chief:
@@ -227,7 +218,7 @@ def _train_run(name, build_model, cfg, manifest, train, val, hyperparameters, au
         "replicas": replicas,
         "train_seconds": round(progress.state["seconds"] + build_seconds, 2),  # building may include a warm-up
         "epochs_completed": len(epochs),
-        "resumed_from_epoch": start_epoch or None,
+        "resumed_from_epoch": checkpoint.resumed_from or None,
         "params": int(model.count_params()),
         "threshold": validation["threshold"],
         "validation": validation,

@@ -38,9 +38,11 @@ def write_json_atomic(path, obj):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not e.filename:  # a failed write() names no file; say which
+            raise OSError(e.errno, e.strerror, path) from e
         raise
 
 
@@ -135,6 +137,26 @@ def read_run(folder):
             raise BrokenRun(f"{folder}: no {name}")
         if not zipfile.is_zipfile(model_path):
             raise BrokenRun(f"{model_path}: truncated or damaged (not a Keras archive)")
+    return info
+
+
+def reusable_run(folder, cfg, manifest, ignore=("runs_dir", "stage", "retrain"), gan_created=None):
+    """run.json of a finished run made by this very configuration on this split, else None.
+
+    Lets a multi-stage command that was interrupted in a later stage keep the stages it finished."""
+    try:
+        info = read_run(folder)
+    except BrokenRun:
+        return None
+
+    def comparable(config):
+        config = {k: v for k, v in (config or {}).items() if k not in ignore}
+        return json.loads(json.dumps(config, sort_keys=True, default=str))
+
+    if info.get("split_fingerprint") != manifest["fingerprint"] or comparable(info.get("config")) != comparable(cfg):
+        return None
+    if gan_created is not None and (info.get("gan") or {}).get("created") != gan_created:
+        return None  # fine-tuned from another GAN than the one now in place
     return info
 
 

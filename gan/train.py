@@ -51,6 +51,8 @@ def parse_args(argv=None):
                    help="train the GAN on the training split's real images (default) or on all of them")
     p.add_argument("--label-smoothing", type=float, help="one-sided, e.g. 0.1 (preset decides by default)")
     p.add_argument("--instance-noise", type=float, help="std of noise on D's inputs, e.g. 0.1")
+    p.add_argument("--retrain", action="store_true",
+                   help="train every stage again, even where a finished run of this configuration exists")
     p.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction,
                    help="spectral normalisation in D instead of BatchNorm (preset decides by default)")
     return p.parse_args(argv)
@@ -68,7 +70,7 @@ def resolve_config(args):
         _doublings(cfg["image_size"])
     except ValueError as e:
         raise UserError(str(e))
-    cfg.update(preset=args.preset, stage=args.stage, gan_data=args.gan_data, latent_dim=LATENT_DIM,
+    cfg.update(preset=args.preset, stage=args.stage, retrain=args.retrain, gan_data=args.gan_data, latent_dim=LATENT_DIM,
                seed=args.seed, precision=args.precision, runs_dir=os.path.abspath(args.runs_dir),
                experiment=args.experiment, data_dir=args.data_dir, resize_mode="resize", strategy="none",
                epochs=cfg["finetune_epochs"])
@@ -88,16 +90,21 @@ def gan_dataset(images, batch_size, seed):
 
 def train_gan(cfg, manifest, train):
     """Stage 1. Writes runs/<experiment>/dcgan/ and returns its folder."""
-    from data.runs import run_lock
+    from data.runs import experiment_dir, reusable_run, run_lock
 
     with run_lock(cfg["runs_dir"], cfg["experiment"], "dcgan"):
+        final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "dcgan")
+        if not cfg["retrain"] and reusable_run(final, cfg, manifest):
+            print(f"dcgan: already trained with this configuration ({final}); kept (--retrain trains it again)")
+            return final
         return _train_gan(cfg, manifest, train)
 
 
 def _train_gan(cfg, manifest, train):
     import keras
 
-    from classifiers.train import ProgressFile, resumed_epoch, verbosity
+    from classifiers.checkpoint import MARGIN_BYTES, EpochCheckpoint, ensure_free_space, state_bytes
+    from classifiers.train import ProgressFile, verbosity
     from data.runs import experiment_dir, finish_run, library_versions, partial_dir, write_json_atomic
     from gan.dcgan import DCGAN, SampleGrid
     from gan.models import build_discriminator, build_generator
@@ -108,10 +115,8 @@ def _train_gan(cfg, manifest, train):
     work = partial_dir(cfg["runs_dir"], cfg["experiment"], "dcgan")
     final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "dcgan")
     os.makedirs(work, exist_ok=True)
-    backup = os.path.join(work, "backup")
-    start = resumed_epoch(backup)
-    if start:
-        print(f"dcgan: resuming from epoch {start} of {cfg['gan_epochs']} ({backup}: both networks and both optimizers)")
+    checkpoint = EpochCheckpoint(os.path.join(work, "backup"), "dcgan", cfg["gan_epochs"],
+                                 "both networks and both optimizers")
     print(f"dcgan: training on {len(images):,} {'real ' if cfg['gan_data'] == 'real' else ''}training images "
           f"at {cfg['image_size']}px")
     size, latent = cfg["image_size"], cfg["latent_dim"]
@@ -120,12 +125,13 @@ def _train_gan(cfg, manifest, train):
     gan.compile()
     z_fixed = np.random.default_rng(cfg["seed"]).normal(size=(SAMPLE_GRID, latent)).astype("float32")
     progress = ProgressFile(os.path.join(work, "progress.json"))
-    callbacks = [progress.callback(), keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),
+    callbacks = [progress.callback(), checkpoint,
                  keras.callbacks.TensorBoard(os.path.join(work, "logs")),
                  SampleGrid(z_fixed, os.path.join(work, "logs"), os.path.join(work, "samples"))]
     gan.fit(gan_dataset(images, cfg["gan_batch_size"], cfg["seed"]), epochs=cfg["gan_epochs"], callbacks=callbacks,
             verbose=verbosity(), shuffle=False)
 
+    ensure_free_space(work, int(state_bytes(gan) * 1.2) + MARGIN_BYTES, "the generator and discriminator")
     for name, net in (("generator", gan.generator), ("discriminator", gan.discriminator)):
         tmp = os.path.join(work, f"{name}.tmp.keras")
         net.save(tmp)
@@ -139,7 +145,7 @@ def _train_gan(cfg, manifest, train):
         "image_size": size, "precision": keras.mixed_precision.global_policy().name, "seed": cfg["seed"],
         "split_fingerprint": manifest["fingerprint"], "data_dir": manifest["data_dir"],
         "train_images": int(len(images)), "train_seconds": round(progress.state["seconds"], 2),
-        "epochs_completed": len(epochs), "resumed_from_epoch": start or None,
+        "epochs_completed": len(epochs), "resumed_from_epoch": checkpoint.resumed_from or None,
         "params": {"generator": int(gan.generator.count_params()),
                    "discriminator": int(gan.discriminator.count_params())},
         "quality": quality,
@@ -177,7 +183,8 @@ def fine_tune_discriminator(cfg, manifest, train, val):
     from classifiers.models import compile_detector
     from classifiers.train import train_run, verbosity
     from data.pipeline import make_dataset
-    from data.runs import BrokenRun, experiment_dir, read_run
+    from classifiers.checkpoint import resumable_epoch
+    from data.runs import BrokenRun, experiment_dir, partial_dir, read_run, reusable_run
     from gan.models import build_discriminator_trunk, trunk_of
 
     gan_dir = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "dcgan")
@@ -207,13 +214,23 @@ def fine_tune_discriminator(cfg, manifest, train, val):
     for name, (make_trunk, unfreeze) in variants.items():
         pretrained = name != "dcgan-scratch"
 
+        final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), name)
+        if not cfg["retrain"] and reusable_run(final, cfg, manifest, gan_created=gan_info["created"] if pretrained else None):
+            print(f"{name}: already trained with this configuration ({final}); kept (--retrain trains it again)")
+            results[name] = read_run(final)
+            continue
+
         def build(make_trunk=make_trunk, unfreeze=unfreeze, pretrained=pretrained, name=name):
             trunk = make_trunk()
             trunk.trainable = not pretrained  # a random trunk has nothing to protect from a fresh head
             model = compile_detector(detector_from_trunk(trunk, size, name), HEAD_LEARNING_RATE)
-            print(f"{name}: {cfg['head_epochs']} warm-up epoch(s) of the "
-                  f"{'head alone' if pretrained else 'whole network'} at lr {HEAD_LEARNING_RATE}")
-            model.fit(train_ds, validation_data=val_ds, epochs=cfg["head_epochs"], verbose=verbosity(), shuffle=False)
+            if resumable_epoch(os.path.join(partial_dir(cfg["runs_dir"], cfg["experiment"], name), "backup")):
+                print(f"{name}: warm-up already done before the interruption; its checkpoint holds the result")
+            else:
+                print(f"{name}: {cfg['head_epochs']} warm-up epoch(s) of the "
+                      f"{'head alone' if pretrained else 'whole network'} at lr {HEAD_LEARNING_RATE}")
+                model.fit(train_ds, validation_data=val_ds, epochs=cfg["head_epochs"], verbose=verbosity(),
+                          shuffle=False)
             trunk.trainable = unfreeze
             return compile_detector(model, FINETUNE_LEARNING_RATE if unfreeze else HEAD_LEARNING_RATE)
 
@@ -221,7 +238,8 @@ def fine_tune_discriminator(cfg, manifest, train, val):
               "head_epochs": cfg["head_epochs"], "head_learning_rate": HEAD_LEARNING_RATE,
               "finetune_learning_rate": FINETUNE_LEARNING_RATE if unfreeze else HEAD_LEARNING_RATE,
               "dropout": HEAD_DROPOUT, "gan_run": "dcgan" if pretrained else None}
-        gan_note = {"gan": {"epochs": gan_info["epochs_completed"], "quality": gan_info.get("quality")}}
+        gan_note = {"gan": {"epochs": gan_info["epochs_completed"], "quality": gan_info.get("quality"),
+                            "created": gan_info["created"]}}
         results[name] = train_run(name, build, cfg, manifest, train, val, hp,
                                   extra=gan_note if pretrained else None)[1]
     return results
