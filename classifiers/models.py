@@ -10,6 +10,7 @@ DEFAULT_FILTERS = (32, 64)
 DEFAULT_LEARNING_RATE = 1e-3
 DEFAULT_DROPOUT = 0.2
 HEADS = ("flatten", "gap")
+SCHEDULES = ("constant", "cosine")  # cosine: decays to 0 over the whole training run
 # Keras's default 0.99 needs several hundred steps before the inference statistics match training; short
 # CPU runs of a few hundred steps then predict one class at 0.5 on validation although their AUC is fine.
 BN_MOMENTUM = 0.9
@@ -33,14 +34,20 @@ def classifier_metrics():
             keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")]
 
 
-def compile_detector(model, learning_rate=DEFAULT_LEARNING_RATE):
+def compile_detector(model, learning_rate=DEFAULT_LEARNING_RATE, schedule="constant", decay_steps=None):
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "cosine":
+        if not decay_steps:
+            raise ValueError("a cosine schedule needs decay_steps (training steps in the whole run)")
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy",
                   metrics=classifier_metrics())
     return model
 
 
 def build_cnn(image_size, filters=DEFAULT_FILTERS, head="flatten", dropout=DEFAULT_DROPOUT, residual=False,
-              learning_rate=DEFAULT_LEARNING_RATE, name="cnn"):
+              learning_rate=DEFAULT_LEARNING_RATE, name="cnn", schedule="constant", decay_steps=None):
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     inputs = keras.Input((image_size, image_size, 3), name="image")
@@ -51,4 +58,4 @@ def build_cnn(image_size, filters=DEFAULT_FILTERS, head="flatten", dropout=DEFAU
     x = layers.Flatten(name="flatten")(x) if head == "flatten" else layers.GlobalAveragePooling2D(name="gap")(x)
     # The probability stays float32 under mixed precision: the loss and thresholds need its resolution.
     outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="p_fake")(x)
-    return compile_detector(keras.Model(inputs, outputs, name=name), learning_rate)
+    return compile_detector(keras.Model(inputs, outputs, name=name), learning_rate, schedule, decay_steps)

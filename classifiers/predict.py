@@ -31,20 +31,14 @@ def collect(paths):
 
 def load_detector(run_dir):
     """(keras model, run.json) of a finished run; Keras safe mode only, nothing executable is loaded."""
-    from data.runs import BrokenRun, read_run
+    from data.runs import BrokenRun, load_model_safely, read_run
 
     try:
         info = read_run(run_dir)
+        import_tensorflow()
+        return load_model_safely(os.path.join(run_dir, "model.keras")), info
     except BrokenRun as e:
         raise UserError(str(e))
-    import_tensorflow()
-    import keras
-
-    try:
-        model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), compile=False, safe_mode=True)
-    except Exception as e:  # a damaged archive surfaces as many exception types
-        raise UserError(f"{run_dir}/model.keras cannot be loaded: {type(e).__name__}: {e}")
-    return model, info
 
 
 def predict_files(model, info, files):

@@ -24,12 +24,19 @@ TUNER_FOLDER = ".hpsearch-tuner"
 def hyperparameters_to_config(values):
     return {"filters": [int(f) for f in str(values["filters"]).split("-")], "head": values["head"],
             "dropout": float(values["dropout"]), "residual": bool(values["residual"]),
-            "learning_rate": float(values["learning_rate"]), "augment": bool(values["augment"])}
+            "learning_rate": float(values["learning_rate"]), "augment": bool(values["augment"]),
+            # trials of a search begun before the schedule was searched ran at a constant rate
+            "schedule": values.get("schedule", "constant")}
 
 
-def build_from_config(image_size, hp, name="hpsearch"):
+def training_steps(cfg, train, epochs):
+    """Optimizer steps in a run of `epochs` epochs (what a cosine schedule decays over)."""
+    return max(1, -(-len(train[1]) // cfg["batch_size"])) * epochs
+
+
+def build_from_config(image_size, hp, name="hpsearch", decay_steps=None):
     return build_cnn(image_size, hp["filters"], hp["head"], hp["dropout"], hp["residual"], hp["learning_rate"],
-                     name=name)
+                     name=name, schedule=hp.get("schedule", "constant"), decay_steps=decay_steps)
 
 
 def make_hypermodel(cfg, train, val):
@@ -39,7 +46,8 @@ def make_hypermodel(cfg, train, val):
         def build(self, hp):
             values = {name: hp.Choice(name, choices) if not isinstance(choices[0], bool) else hp.Boolean(name)
                       for name, choices in SEARCH_SPACE.items()}
-            return build_from_config(cfg["image_size"], hyperparameters_to_config(values), name="trial")
+            return build_from_config(cfg["image_size"], hyperparameters_to_config(values), name="trial",
+                                     decay_steps=training_steps(cfg, train, cfg["search_epochs"]))
 
         def fit(self, hp, model, *args, **kwargs):
             augment = TRAIN_AUGMENTATIONS if hp.get("augment") else ()
@@ -137,7 +145,9 @@ def _search_and_retrain(cfg, manifest, train, val, strategy, chief):
     augment = TRAIN_AUGMENTATIONS if hp["augment"] else ()
     stop = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=EARLY_STOP_PATIENCE,
                                          restore_best_weights=True)
-    return train_run("hpsearch", lambda: build_from_config(cfg["image_size"], hp), cfg, manifest, train, val, hp,
+    steps = training_steps(cfg, train, cfg["epochs"])
+    return train_run("hpsearch", lambda: build_from_config(cfg["image_size"], hp, decay_steps=steps), cfg, manifest,
+                     train, val, hp,
                      augment=augment, strategy=strategy, chief=chief, extra_callbacks=[stop],
                      extra={"search": {"tuner": cfg["tuner"], "objective": "val_auc (max)",
                                        "space": SEARCH_SPACE, "trials": table}})

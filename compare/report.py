@@ -38,7 +38,7 @@ def parse_args(argv=None):
 
 def find_detectors(runs_dir, experiment, manifest):
     """(detectors as [(name, folder, run.json, model)], skipped as [(name, reason)])."""
-    import keras
+    from data.runs import BrokenRun, load_model_safely
 
     good, broken = list_runs(runs_dir, experiment)
     skipped = [(os.path.basename(f), reason) for f, reason in broken]
@@ -53,9 +53,9 @@ def find_detectors(runs_dir, experiment, manifest):
                                   "images are not comparable"))
             continue
         try:
-            model = keras.saving.load_model(os.path.join(folder, "model.keras"), compile=False, safe_mode=True)
-        except Exception as e:  # a damaged archive surfaces as many exception types
-            skipped.append((name, f"model.keras cannot be loaded ({type(e).__name__}: {e})"))
+            model = load_model_safely(os.path.join(folder, "model.keras"))
+        except BrokenRun as e:
+            skipped.append((name, str(e)))
             continue
         detectors.append((name, folder, info, model))
     return detectors, skipped

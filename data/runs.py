@@ -140,6 +140,16 @@ def read_run(folder):
     return info
 
 
+def load_model_safely(path):
+    """A .keras archive in Keras safe mode (no lambdas, no pickled code), uncompiled; BrokenRun if damaged."""
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # a damaged archive surfaces as many exception types
+        raise BrokenRun(f"{path} cannot be loaded ({type(e).__name__}: {e})")
+
+
 def reusable_run(folder, cfg, manifest, ignore=("runs_dir", "stage", "retrain"), gan_created=None):
     """run.json of a finished run made by this very configuration on this split, else None.
 

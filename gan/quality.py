@@ -45,13 +45,13 @@ def feature_extractor(runs_dir, experiment, image_size, seed=0):
     """(features(uint8 images) -> array, name of the feature space, baseline model and run.json or None)."""
     import keras
 
-    from data.runs import BrokenRun, experiment_dir, read_run
+    from data.runs import BrokenRun, experiment_dir, load_model_safely, read_run
 
     folder = os.path.join(experiment_dir(runs_dir, experiment), "baseline")
     try:
         info = read_run(folder)
-        model = keras.saving.load_model(os.path.join(folder, "model.keras"), compile=False, safe_mode=True)
-    except (BrokenRun, ValueError, OSError):
+        model = load_model_safely(os.path.join(folder, "model.keras"))
+    except BrokenRun:
         net = _random_features(image_size, seed)
         return (lambda imgs: net.predict(imgs.astype("float32"), verbose=0)), "random CNN (seeded)", None, None
     head = model.get_layer("p_fake")

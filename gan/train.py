@@ -184,7 +184,7 @@ def fine_tune_discriminator(cfg, manifest, train, val):
     from classifiers.train import train_run, verbosity
     from data.pipeline import make_dataset
     from classifiers.checkpoint import resumable_epoch
-    from data.runs import BrokenRun, experiment_dir, partial_dir, read_run, reusable_run
+    from data.runs import BrokenRun, experiment_dir, load_model_safely, partial_dir, read_run, reusable_run
     from gan.models import build_discriminator_trunk, trunk_of
 
     gan_dir = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "dcgan")
@@ -199,8 +199,10 @@ def fine_tune_discriminator(cfg, manifest, train, val):
         raise UserError(f"the GAN in {gan_dir} works at {size}px; pass --image-size {size}")
 
     def pretrained_trunk():
-        d = keras.saving.load_model(os.path.join(gan_dir, "discriminator.keras"), compile=False, safe_mode=True)
-        return trunk_of(d)
+        try:
+            return trunk_of(load_model_safely(os.path.join(gan_dir, "discriminator.keras")))
+        except BrokenRun as e:
+            raise UserError(str(e))
 
     variants = {
         "dcgan-discriminator": (pretrained_trunk, True),

@@ -117,3 +117,19 @@ def test_missing_data_folder_is_one_clear_line(tmp_path):
                            "--runs-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().endswith("does not exist or is not a folder") and "Traceback" not in proc.stderr
+
+
+def test_cosine_schedule_decays_to_zero_over_the_run_and_old_trials_read_as_constant():
+    from classifiers.models import build_cnn
+    from classifiers.search import hyperparameters_to_config
+
+    model = build_cnn(16, [4], schedule="cosine", decay_steps=10)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    model.optimizer.iterations.assign(10)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
+    assert float(build_cnn(16, [4]).optimizer.learning_rate) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="decay_steps"):
+        build_cnn(16, [4], schedule="cosine")
+    old_trial = {"filters": "32-64", "head": "gap", "dropout": 0.2, "residual": False, "learning_rate": 1e-3,
+                 "augment": True}
+    assert hyperparameters_to_config(old_trial)["schedule"] == "constant"
