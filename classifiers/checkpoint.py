@@ -47,6 +47,11 @@ def ensure_free_space(folder, needed, what):
                         "and the same command resumes once there is room")
 
 
+def ensure_room_for(folder, model, what):
+    """Enough free space in folder for a save of model (weights and optimizer state) and the small files."""
+    ensure_free_space(folder, int(state_bytes(model) * 1.2) + MARGIN_BYTES, what)
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """Save model + optimizer state after every epoch; on the next fit() restore it and skip what was done.
 
@@ -97,8 +102,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
         os.makedirs(self.folder, exist_ok=True)
-        ensure_free_space(self.folder, int(state_bytes(self.model) * 1.2) + MARGIN_BYTES,
-                          f"the checkpoint of epoch {done}")
+        ensure_room_for(self.folder, self.model, f"the checkpoint of epoch {done}")
         final = os.path.join(self.folder, f"epoch-{done}.weights.h5")
         tmp = os.path.join(self.folder, f"epoch-{done}.tmp.weights.h5")
         self.model.save_weights(tmp, overwrite=True)

@@ -158,7 +158,7 @@ def _train_run(name, build_model, cfg, manifest, train, val, hyperparameters, au
                strategy=None, chief=True, extra_callbacks=()):
     import keras
 
-    from classifiers.checkpoint import MARGIN_BYTES, EpochCheckpoint, ensure_free_space, state_bytes
+    from classifiers.checkpoint import EpochCheckpoint, ensure_room_for
     from data.pipeline import make_dataset
     from data.runs import experiment_dir, finish_run, library_versions, partial_dir, write_json_atomic
 
@@ -193,7 +193,7 @@ def _train_run(name, build_model, cfg, manifest, train, val, hyperparameters, au
               shuffle=False)  # tf.data already reshuffles every epoch
 
     tmp_model = os.path.join(work, "model.tmp.keras")
-    ensure_free_space(work, int(state_bytes(model) * 1.2) + MARGIN_BYTES, "the model")
+    ensure_room_for(work, model, "the model")
     model.save(tmp_model)
     os.replace(tmp_model, os.path.join(work, "model.keras"))
     if not chief:

@@ -70,8 +70,8 @@ def resolve_config(args):
         _doublings(cfg["image_size"])
     except ValueError as e:
         raise UserError(str(e))
-    cfg.update(preset=args.preset, stage=args.stage, retrain=args.retrain, gan_data=args.gan_data, latent_dim=LATENT_DIM,
-               seed=args.seed, precision=args.precision, runs_dir=os.path.abspath(args.runs_dir),
+    cfg.update(preset=args.preset, stage=args.stage, retrain=args.retrain, gan_data=args.gan_data,
+               latent_dim=LATENT_DIM, seed=args.seed, precision=args.precision, runs_dir=os.path.abspath(args.runs_dir),
                experiment=args.experiment, data_dir=args.data_dir, resize_mode="resize", strategy="none",
                epochs=cfg["finetune_epochs"])
     return cfg
@@ -103,7 +103,7 @@ def train_gan(cfg, manifest, train):
 def _train_gan(cfg, manifest, train):
     import keras
 
-    from classifiers.checkpoint import MARGIN_BYTES, EpochCheckpoint, ensure_free_space, state_bytes
+    from classifiers.checkpoint import EpochCheckpoint, ensure_room_for
     from classifiers.train import ProgressFile, verbosity
     from data.runs import experiment_dir, finish_run, library_versions, partial_dir, write_json_atomic
     from gan.dcgan import DCGAN, SampleGrid
@@ -131,7 +131,7 @@ def _train_gan(cfg, manifest, train):
     gan.fit(gan_dataset(images, cfg["gan_batch_size"], cfg["seed"]), epochs=cfg["gan_epochs"], callbacks=callbacks,
             verbose=verbosity(), shuffle=False)
 
-    ensure_free_space(work, int(state_bytes(gan) * 1.2) + MARGIN_BYTES, "the generator and discriminator")
+    ensure_room_for(work, gan, "the generator and discriminator")
     for name, net in (("generator", gan.generator), ("discriminator", gan.discriminator)):
         tmp = os.path.join(work, f"{name}.tmp.keras")
         net.save(tmp)
@@ -178,12 +178,10 @@ def detector_from_trunk(trunk, image_size, name):
 
 def fine_tune_discriminator(cfg, manifest, train, val):
     """Stage 2: three detector runs that differ only in where the trunk starts and what is trained."""
-    import keras
-
+    from classifiers.checkpoint import resumable_epoch
     from classifiers.models import compile_detector
     from classifiers.train import train_run, verbosity
     from data.pipeline import make_dataset
-    from classifiers.checkpoint import resumable_epoch
     from data.runs import BrokenRun, experiment_dir, load_model_safely, partial_dir, read_run, reusable_run
     from gan.models import build_discriminator_trunk, trunk_of
 
@@ -217,7 +215,8 @@ def fine_tune_discriminator(cfg, manifest, train, val):
         pretrained = name != "dcgan-scratch"
 
         final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), name)
-        if not cfg["retrain"] and reusable_run(final, cfg, manifest, gan_created=gan_info["created"] if pretrained else None):
+        made_from = gan_info["created"] if pretrained else None
+        if not cfg["retrain"] and reusable_run(final, cfg, manifest, gan_created=made_from):
             print(f"{name}: already trained with this configuration ({final}); kept (--retrain trains it again)")
             results[name] = read_run(final)
             continue
