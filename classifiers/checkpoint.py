@@ -38,6 +38,16 @@ def state_bytes(model):
                for v in variables)
 
 
+def read_state(folder):
+    """(last committed epoch, the one before it or None) of a checkpoint folder; (0, None) when there is none."""
+    try:
+        with open(os.path.join(folder, STATE)) as f:
+            state = json.load(f)
+        return int(state["epoch"]), state.get("previous")
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0, None
+
+
 def ensure_free_space(folder, needed, what):
     """Stop with one clear line when the disk cannot take what is about to be written."""
     available = free_bytes(folder)
@@ -64,14 +74,6 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.resumed_from = 0
 
     # -- reading
-    def _read_state(self):
-        try:
-            with open(os.path.join(self.folder, STATE)) as f:
-                state = json.load(f)
-            return int(state["epoch"]), state.get("previous")
-        except (OSError, ValueError, KeyError, TypeError):
-            return 0, None
-
     def _try_load(self, epoch):
         path = os.path.join(self.folder, f"epoch-{epoch}.weights.h5")
         try:
@@ -82,12 +84,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
             return False
 
     def on_train_begin(self, logs=None):
-        epoch, previous = self._read_state()
+        epoch, previous = read_state(self.folder)
         if not epoch:
             return
-        optimizers = [o for o in (getattr(self.model, "optimizer", None),) if o is not None and not o.built]
-        for opt in optimizers:  # slots must exist before they can be loaded
-            opt.build(self.model.trainable_variables)
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and not optimizer.built:  # slots must exist before they can be loaded
+            optimizer.build(self.model.trainable_variables)
         for candidate in (epoch, previous):
             if candidate and self._try_load(candidate):
                 self.resumed_from = candidate
@@ -107,7 +109,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         tmp = os.path.join(self.folder, f"epoch-{done}.tmp.weights.h5")
         self.model.save_weights(tmp, overwrite=True)
         os.replace(tmp, final)
-        before, _ = self._read_state()
+        before, _ = read_state(self.folder)
         write_json_atomic(os.path.join(self.folder, STATE), {"epoch": done, "previous": before or None})
         keep = {final, os.path.join(self.folder, f"epoch-{before}.weights.h5")}
         for old in glob.glob(os.path.join(self.folder, "epoch-*.h5")):
@@ -117,12 +119,3 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         # training finished: the caller saves the model; the checkpoint has done its job
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def resumable_epoch(folder):
-    """The epoch a checkpoint folder would resume from (0 when there is none)."""
-    try:
-        with open(os.path.join(folder, STATE)) as f:
-            return int(json.load(f)["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0

@@ -147,7 +147,6 @@ def _search_and_retrain(cfg, manifest, train, val, strategy, chief):
                                          restore_best_weights=True)
     steps = training_steps(cfg, train, cfg["epochs"])
     return train_run("hpsearch", lambda: build_from_config(cfg["image_size"], hp, decay_steps=steps), cfg, manifest,
-                     train, val, hp,
-                     augment=augment, strategy=strategy, chief=chief, extra_callbacks=[stop],
+                     train, val, hp, augment=augment, strategy=strategy, chief=chief, extra_callbacks=[stop],
                      extra={"search": {"tuner": cfg["tuner"], "objective": "val_auc (max)",
                                        "space": SEARCH_SPACE, "trials": table}})

@@ -150,7 +150,7 @@ def load_model_safely(path):
         raise BrokenRun(f"{path} cannot be loaded ({type(e).__name__}: {e})")
 
 
-def reusable_run(folder, cfg, manifest, ignore=("runs_dir", "stage", "retrain"), gan_created=None):
+def reusable_run(folder, cfg, manifest, ignore=("runs_dir",), gan_created=None):
     """run.json of a finished run made by this very configuration on this split, else None.
 
     Lets a multi-stage command that was interrupted in a later stage keep the stages it finished."""

@@ -32,6 +32,8 @@ HEAD_LEARNING_RATE = 1e-3
 FINETUNE_LEARNING_RATE = 1e-4
 HEAD_DROPOUT = 0.2
 SAMPLE_GRID = 32  # fixed latent vectors drawn every epoch
+# settings that say how a command was run, not what a stage makes: a finished stage is kept across them
+NOT_STAGE_CONFIG = ("runs_dir", "stage", "retrain")
 STAGE2_RUNS = ("dcgan-discriminator", "dcgan-linear-probe", "dcgan-scratch")
 
 
@@ -88,16 +90,27 @@ def gan_dataset(images, batch_size, seed):
     return ds.map(lambda b: tf.cast(b, tf.float32) / 127.5 - 1.0).prefetch(tf.data.AUTOTUNE)
 
 
+def kept_run(cfg, manifest, name, gan_created=None):
+    """run.json of a finished `name` this configuration made on this split, said aloud; None to train it."""
+    from data.runs import experiment_dir, reusable_run
+
+    if cfg["retrain"]:
+        return None
+    final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), name)
+    info = reusable_run(final, cfg, manifest, ignore=NOT_STAGE_CONFIG, gan_created=gan_created)
+    if info is not None:
+        print(f"{name}: already trained with this configuration ({final}); kept (--retrain trains it again)")
+    return info
+
+
 def train_gan(cfg, manifest, train):
-    """Stage 1. Writes runs/<experiment>/dcgan/ and returns its folder."""
-    from data.runs import experiment_dir, reusable_run, run_lock
+    """Stage 1. Writes runs/<experiment>/dcgan/ unless this configuration's GAN is already there; its folder."""
+    from data.runs import experiment_dir, run_lock
 
     with run_lock(cfg["runs_dir"], cfg["experiment"], "dcgan"):
-        final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "dcgan")
-        if not cfg["retrain"] and reusable_run(final, cfg, manifest):
-            print(f"dcgan: already trained with this configuration ({final}); kept (--retrain trains it again)")
-            return final
-        return _train_gan(cfg, manifest, train)
+        if kept_run(cfg, manifest, "dcgan") is None:
+            return _train_gan(cfg, manifest, train)
+        return os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "dcgan")
 
 
 def _train_gan(cfg, manifest, train):
@@ -178,11 +191,11 @@ def detector_from_trunk(trunk, image_size, name):
 
 def fine_tune_discriminator(cfg, manifest, train, val):
     """Stage 2: three detector runs that differ only in where the trunk starts and what is trained."""
-    from classifiers.checkpoint import resumable_epoch
+    from classifiers.checkpoint import read_state
     from classifiers.models import compile_detector
     from classifiers.train import train_run, verbosity
     from data.pipeline import make_dataset
-    from data.runs import BrokenRun, experiment_dir, load_model_safely, partial_dir, read_run, reusable_run
+    from data.runs import BrokenRun, experiment_dir, load_model_safely, partial_dir, read_run
     from gan.models import build_discriminator_trunk, trunk_of
 
     gan_dir = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "dcgan")
@@ -214,18 +227,16 @@ def fine_tune_discriminator(cfg, manifest, train, val):
     for name, (make_trunk, unfreeze) in variants.items():
         pretrained = name != "dcgan-scratch"
 
-        final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), name)
-        made_from = gan_info["created"] if pretrained else None
-        if not cfg["retrain"] and reusable_run(final, cfg, manifest, gan_created=made_from):
-            print(f"{name}: already trained with this configuration ({final}); kept (--retrain trains it again)")
-            results[name] = read_run(final)
+        kept = kept_run(cfg, manifest, name, gan_created=gan_info["created"] if pretrained else None)
+        if kept is not None:
+            results[name] = kept
             continue
 
         def build(make_trunk=make_trunk, unfreeze=unfreeze, pretrained=pretrained, name=name):
             trunk = make_trunk()
             trunk.trainable = not pretrained  # a random trunk has nothing to protect from a fresh head
             model = compile_detector(detector_from_trunk(trunk, size, name), HEAD_LEARNING_RATE)
-            if resumable_epoch(os.path.join(partial_dir(cfg["runs_dir"], cfg["experiment"], name), "backup")):
+            if read_state(os.path.join(partial_dir(cfg["runs_dir"], cfg["experiment"], name), "backup"))[0]:
                 print(f"{name}: warm-up already done before the interruption; its checkpoint holds the result")
             else:
                 print(f"{name}: {cfg['head_epochs']} warm-up epoch(s) of the "
