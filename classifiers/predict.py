@@ -41,7 +41,17 @@ def load_detector(run_dir):
         raise UserError(str(e))
 
 
-def predict_files(model, info, files):
+def probabilities(model, x, tta=False, batch_size=BATCH):
+    """P(fake) for a batch of [0, 255] images; tta: averaged with the horizontally flipped images
+    (a face and its mirror image are equally real or fake, so two looks cost twice and lower the variance)."""
+    x = np.asarray(x, np.float32)
+    p = model.predict(x, batch_size=batch_size, verbose=0).reshape(-1)
+    if tta:
+        p = (p + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0).reshape(-1)) / 2
+    return p
+
+
+def predict_files(model, info, files, tta=False):
     """Yield (path, p_fake or None, error or None) for each file, decoding in batches."""
     from data.pipeline import fit_square
     from data.scan import BadImage, read_rgb
@@ -57,7 +67,7 @@ def predict_files(model, info, files):
                 results.append((path, len(arrays) - 1, None))
             except BadImage as e:
                 results.append((path, None, str(e)))
-        probs = model.predict(np.stack(arrays), verbose=0).reshape(-1) if arrays else []
+        probs = probabilities(model, np.stack(arrays), tta) if arrays else []
         for path, idx, error in results:
             yield path, (float(probs[idx]) if idx is not None else None), error
 
@@ -67,12 +77,13 @@ def main(argv=None):
     p.add_argument("--run", required=True, help="a run folder, e.g. runs/default/baseline")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--threshold", type=float, help="override the run's threshold")
+    p.add_argument("--tta", action="store_true", help="average each image with its mirror image (2x the time)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="images or folders of images")
     args = p.parse_args(argv)
     model, info = load_detector(args.run)
     threshold = args.threshold if args.threshold is not None else float(info.get("threshold") or 0.5)
     failures = 0
-    for path, prob, error in predict_files(model, info, collect(args.paths)):
+    for path, prob, error in predict_files(model, info, collect(args.paths), args.tta):
         if error:
             failures += 1
             print(f"error: {path}: {error}", file=sys.stderr)

@@ -11,9 +11,10 @@ a larger --max-trials extends it.
 """
 import os
 import shutil
+import time
 
 from classifiers.models import build_cnn
-from classifiers.train import EARLY_STOP_PATIENCE, SEARCH_SPACE, TRAIN_AUGMENTATIONS, train_run, verbosity
+from classifiers.train import BASELINE, EARLY_STOP_PATIENCE, SEARCH_SPACE, TRAIN_AUGMENTATIONS, train_run, verbosity
 from data.pipeline import make_dataset
 from data.runs import experiment_dir, partial_dir, run_lock
 from data.runtime import UserError
@@ -29,6 +30,12 @@ def hyperparameters_to_config(values):
             "schedule": values.get("schedule", "constant")}
 
 
+def config_to_hyperparameters(hp):
+    """The inverse of hyperparameters_to_config: a configuration as the tuner's values."""
+    return {"filters": "-".join(str(f) for f in hp["filters"]), "head": hp["head"], "learning_rate": hp["learning_rate"],
+            "residual": hp["residual"], "dropout": hp["dropout"], "augment": hp["augment"], "schedule": hp["schedule"]}
+
+
 def training_steps(cfg, train, epochs):
     """Optimizer steps in a run of `epochs` epochs (what a cosine schedule decays over)."""
     return max(1, -(-len(train[1]) // cfg["batch_size"])) * epochs
@@ -40,10 +47,14 @@ def build_from_config(image_size, hp, name="hpsearch", decay_steps=None):
 
 
 def make_hypermodel(cfg, train, val):
+    import keras
     import keras_tuner as kt
 
     class DetectorHyperModel(kt.HyperModel):
         def build(self, hp):
+            # keras-tuner calls keras.backend.clear_session() before every build, which in Keras 3 resets the
+            # global dtype policy to float32: set the run's precision again, or every trial runs float32
+            keras.mixed_precision.set_global_policy(cfg["precision"])
             values = {name: hp.Choice(name, choices) if not isinstance(choices[0], bool) else hp.Boolean(name)
                       for name, choices in SEARCH_SPACE.items()}
             return build_from_config(cfg["image_size"], hyperparameters_to_config(values), name="trial",
@@ -71,6 +82,34 @@ def announcing(tuner_class):
     return Announcing
 
 
+def steer(oracle, first_values, max_trials, deadline):
+    """Make any keras-tuner oracle try `first_values` (the baseline) first, and stop at a trial count or a time.
+
+    Done by swapping in a subclass of the oracle's own class, so random, Bayesian and Hyperband keep their
+    logic (Hyperband's rounds included) and their saved state."""
+    base = type(oracle)
+
+    class Steered(base):
+        def populate_space(self, trial_id):
+            if self.deadline and time.time() > self.deadline and self.trials:  # at least the baseline runs
+                return {"status": "STOPPED", "values": None}
+            return super().populate_space(trial_id)
+
+        def _random_values(self):
+            # compared on the searched names only: Hyperband adds its own "tuner/..." values to each trial
+            tried = [{k: t.hyperparameters.values.get(k) for k in self.first_values} for t in self.trials.values()]
+            if self.first_values not in tried:
+                return dict(self.first_values)
+            return super()._random_values()
+
+    Steered.__name__ = base.__name__
+    oracle.__class__ = Steered
+    oracle.first_values, oracle.deadline = first_values, deadline
+    if max_trials:
+        oracle.max_trials = max_trials  # Hyperband sizes its own brackets; this caps them all the same
+    return oracle
+
+
 def make_tuner(cfg, hypermodel, strategy):
     import keras_tuner as kt
 
@@ -78,13 +117,20 @@ def make_tuner(cfg, hypermodel, strategy):
                   directory=experiment_dir(cfg["runs_dir"], cfg["experiment"]), project_name=TUNER_FOLDER,
                   overwrite=False, distribution_strategy=strategy if cfg["strategy"] == "mirrored" else None)
     if cfg["tuner"] == "random":
-        return announcing(kt.RandomSearch)(hypermodel, max_trials=cfg["max_trials"], **common)
-    if cfg["tuner"] == "bayesian":
-        return announcing(kt.BayesianOptimization)(hypermodel, max_trials=cfg["max_trials"], **common)
-    if cfg["tuner"] == "hyperband":
-        # Hyperband sets its own number of trials from the epoch budget; --max-trials does not apply.
-        return announcing(kt.Hyperband)(hypermodel, max_epochs=cfg["search_epochs"], factor=3, **common)
-    raise UserError(f"unknown tuner {cfg['tuner']!r}")
+        tuner = announcing(kt.RandomSearch)(hypermodel, max_trials=cfg["max_trials"], **common)
+    elif cfg["tuner"] == "bayesian":
+        tuner = announcing(kt.BayesianOptimization)(hypermodel, max_trials=cfg["max_trials"], **common)
+    elif cfg["tuner"] == "hyperband":
+        # Hyperband trains most trials for a few epochs and promotes the best to search_epochs (factor 3)
+        tuner = announcing(kt.Hyperband)(hypermodel, max_epochs=cfg["search_epochs"], factor=3, **common)
+    else:
+        raise UserError(f"unknown tuner {cfg['tuner']!r}")
+    if not isinstance(tuner.oracle, kt.Oracle):
+        return tuner  # a worker's client of the chief's oracle: the chief steers the search
+    minutes = cfg.get("search_minutes")
+    steer(tuner.oracle, config_to_hyperparameters(BASELINE), cfg["max_trials"],
+          time.time() + 60 * minutes if minutes else None)
+    return tuner
 
 
 def trials_table(tuner):
@@ -140,13 +186,82 @@ def _search_and_retrain(cfg, manifest, train, val, strategy, chief):
     if not best:
         raise UserError("the search finished no trial; nothing to retrain")
     hp = hyperparameters_to_config(best[0].values)
+    search = {"tuner": cfg["tuner"], "objective": "val_auc (max)", "space": SEARCH_SPACE, "trials": table,
+              "search_minutes": cfg.get("search_minutes")}
+    reference_folder, reference = baseline_reference(cfg, manifest, train, val, strategy, chief)
+    if hp == BASELINE:
+        print(f"search: best of {len(table)} trial(s) is the baseline's configuration; keeping the baseline")
+        return keep_baseline(cfg, reference_folder, reference, search, "the baseline's configuration won "
+                             "the search")
     print(f"search: best of {len(table)} trial(s): {hp}; retraining it on the training split")
     keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy(cfg["precision"])  # clear_session() resets it to float32
     augment = TRAIN_AUGMENTATIONS if hp["augment"] else ()
     stop = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=EARLY_STOP_PATIENCE,
                                          restore_best_weights=True)
     steps = training_steps(cfg, train, cfg["epochs"])
-    return train_run("hpsearch", lambda: build_from_config(cfg["image_size"], hp, decay_steps=steps), cfg, manifest,
-                     train, val, hp, augment=augment, strategy=strategy, chief=chief, extra_callbacks=[stop],
-                     extra={"search": {"tuner": cfg["tuner"], "objective": "val_auc (max)",
-                                       "space": SEARCH_SPACE, "trials": table}})
+    final, info = train_run("hpsearch", lambda: build_from_config(cfg["image_size"], hp, decay_steps=steps), cfg,
+                            manifest, train, val, hp, augment=augment, strategy=strategy, chief=chief,
+                            extra_callbacks=[stop], extra={"search": search})
+    if info is None or info["validation"]["auc"] > reference["validation"]["auc"]:
+        return final, info
+    note = (f"the retrained winner reached validation AUC {info['validation']['auc']:.4f}, not above the baseline's "
+            f"{reference['validation']['auc']:.4f}: the baseline is kept")
+    print(f"search: {note}")
+    return keep_baseline(cfg, reference_folder, reference, dict(search, rejected_winner={
+        "hyperparameters": hp, "validation": info["validation"]}), note)
+
+
+def baseline_reference(cfg, manifest, train, val, strategy, chief):
+    """(folder, run.json) of the baseline trained at this budget on this split: what the search must beat.
+
+    The experiment's own `baseline` run when it matches; else the baseline is trained now (as `baseline`, or as
+    `search-baseline` where a `baseline` trained with other settings must not be replaced)."""
+    from classifiers.train import train_baseline
+    from data.runs import read_run, BrokenRun
+
+    folder = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "baseline")
+    same = ("image_size", "resize_mode")  # the user's own baseline, however long it trained, is the baseline
+    try:
+        info = read_run(folder)
+    except BrokenRun:
+        info = None
+    if info and info.get("split_fingerprint") == manifest["fingerprint"] and all(
+            (info.get("config") or {}).get(k) == cfg[k] for k in same):
+        print(f"search: the baseline to beat is {folder} (validation AUC {info['validation']['auc']:.4f})")
+        return folder, info
+    name = "baseline" if info is None else "search-baseline"
+    print(f"search: training the baseline at this budget as '{name}', to judge the winner against")
+    import keras
+
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy(cfg["precision"])
+    from classifiers.train import PRESETS
+
+    return train_baseline(dict(cfg, model="baseline", epochs=PRESETS[cfg["preset"]]["epochs"]), manifest, train, val, strategy, chief, name=name)
+
+
+def keep_baseline(cfg, reference_folder, reference, search, note):
+    """hpsearch/ as the baseline's very model (so never below it), with the search's record and trial logs."""
+    with run_lock(cfg["runs_dir"], cfg["experiment"], "hpsearch"):
+        return _keep_baseline(cfg, reference_folder, reference, search, note)
+
+
+def _keep_baseline(cfg, reference_folder, reference, search, note):
+    from data.runs import finish_run
+
+    work = partial_dir(cfg["runs_dir"], cfg["experiment"], "hpsearch")
+    search_logs = os.path.join(work, "logs", "search")
+    os.makedirs(search_logs, exist_ok=True)
+    shutil.copy2(os.path.join(reference_folder, "model.keras"), os.path.join(work, "model.keras"))
+    shutil.copy2(os.path.join(reference_folder, "split.json"), os.path.join(work, "split.json"))
+    earlier = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "hpsearch", "logs", "search")
+    for trial in os.listdir(earlier) if os.path.isdir(earlier) else ():
+        if not os.path.exists(os.path.join(search_logs, trial)):
+            shutil.copytree(os.path.join(earlier, trial), os.path.join(search_logs, trial))
+    info = dict(reference, model="hpsearch", config={k: v for k, v in cfg.items() if k != "runs_dir"},
+                search=dict(search, kept="baseline", note=note), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "hpsearch")
+    finish_run(work, final, info)
+    print(f"hpsearch: {note}; validation AUC {info['validation']['auc']:.4f}, run folder {final}")
+    return final, info

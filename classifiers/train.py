@@ -16,13 +16,17 @@ import sys
 import tempfile
 import time
 
+from classifiers.backbones import BACKBONES
 from data.runtime import add_common_args, import_tensorflow, positive_int, run_main, setup, UserError
 
 PRESETS = {
-    # quick: minutes on 2 CPU cores, and still learns
-    "quick": {"image_size": 64, "epochs": 8, "max_trials": 6, "search_epochs": 4, "batch_size": 32},
+    # quick: minutes on 2 CPU cores, and still learns. The search is Hyperband promoting the best trials to
+    # 12 epochs (deep nets need that long to show their worth), stopped after 15 minutes or 30 trials.
+    "quick": {"image_size": 64, "epochs": 8, "max_trials": 30, "search_epochs": 12, "search_minutes": 15,
+              "batch_size": 32},
     # paper: the original study's settings
-    "paper": {"image_size": 256, "epochs": 10, "max_trials": 30, "search_epochs": 10, "batch_size": 32},
+    "paper": {"image_size": 256, "epochs": 10, "max_trials": 30, "search_epochs": 10, "search_minutes": None,
+              "batch_size": 32},
 }
 BASELINE = {"filters": [32, 64], "head": "flatten", "dropout": 0.2, "residual": False, "learning_rate": 1e-3,
             "augment": False, "schedule": "constant"}
@@ -38,6 +42,15 @@ SEARCH_SPACE = {
     "augment": [False, True],
     "schedule": ["constant", "cosine"],  # cosine decays to 0 over the trial's (or the retrain's) epochs
 }
+# The strong from-scratch recipe (`--model resnet`): a small ResNet, AdamW with warm-up and cosine decay,
+# label smoothing, and every augmentation the pipeline has; trained for RESNET_EPOCHS[preset] epochs.
+RESNET = {"widths": [32, 64, 128, 256], "blocks": [1, 1, 1, 1], "stem_stride": 1, "dropout": 0.3, "learning_rate": 2e-3,
+          "weight_decay": 0.05, "warmup_epochs": 2, "label_smoothing": 0.1,
+          "augment": ["flip", "shift", "jpeg", "blur", "resize"], "mixup": 0.0}
+RESNET_EPOCHS = {"quick": 30, "paper": 60}
+# `--model backbone`: an ImageNet network with a new head; phases: head alone, top blocks, then everything
+BACKBONE = {"head_epochs": 2, "top_epochs": 2, "head_learning_rate": 1e-3, "top_learning_rate": 1e-4,
+            "learning_rate": 3e-5, "scratch_learning_rate": 1e-3, "augment": ["flip"]}
 TRAIN_AUGMENTATIONS = ("flip", "jpeg", "blur", "resize")  # what "augment" switches on
 EARLY_STOP_PATIENCE = 2
 TUNERS = ("random", "hyperband", "bayesian")
@@ -47,7 +60,12 @@ STRATEGIES = ("none", "mirrored", "multiworker")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m classifiers.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=("baseline", "hpsearch"), default="baseline")
+    p.add_argument("--model", choices=("baseline", "resnet", "backbone", "hpsearch"), default="baseline",
+                   help="baseline: the study's CNN; resnet: the strong from-scratch recipe; backbone: a "
+                        "keras.applications network (--backbone, --weights); hpsearch: a keras-tuner search")
+    p.add_argument("--backbone", choices=tuple(BACKBONES), default="efficientnetb0", help="with --model backbone")
+    p.add_argument("--weights", default="imagenet",
+                   help="with --model backbone: imagenet (downloaded once into Keras's cache), none, or a file")
     add_common_args(p)
     p.add_argument("--preset", choices=tuple(PRESETS), default="quick")
     p.add_argument("--image-size", type=positive_int, help="input side in pixels (preset decides by default)")
@@ -56,8 +74,10 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--max-trials", type=positive_int, help="search budget (hpsearch)")
-    p.add_argument("--search-epochs", type=positive_int, help="epochs per trial (hpsearch)")
-    p.add_argument("--tuner", choices=TUNERS, default="random")
+    p.add_argument("--search-epochs", type=positive_int,
+                   help="epochs of the longest trial (hpsearch); the winner is retrained this long unless --epochs")
+    p.add_argument("--search-minutes", type=float, help="stop starting new trials after this long (hpsearch)")
+    p.add_argument("--tuner", choices=TUNERS, default="hyperband")
     p.add_argument("--strategy", choices=STRATEGIES, default="none",
                    help="tf.distribute: mirrored (devices of one machine) or multiworker (TF_CONFIG)")
     return p.parse_args(argv)
@@ -65,9 +85,15 @@ def parse_args(argv=None):
 
 def resolve_config(args):
     cfg = dict(PRESETS[args.preset])
-    for key in ("image_size", "epochs", "batch_size", "max_trials", "search_epochs"):
+    for key in ("image_size", "epochs", "batch_size", "max_trials", "search_epochs", "search_minutes"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
+    if args.model == "resnet" and args.epochs is None:
+        cfg["epochs"] = RESNET_EPOCHS[args.preset]
+    if args.model == "hpsearch" and args.epochs is None:
+        cfg["epochs"] = cfg["search_epochs"]  # the winner gets the budget that won it the search
+    if args.model == "backbone":
+        cfg.update(backbone=args.backbone, weights=args.weights)
     cfg.update(model=args.model, preset=args.preset, resize_mode=args.resize_mode, tuner=args.tuner,
                strategy=args.strategy, seed=args.seed, precision=args.precision,
                runs_dir=os.path.abspath(args.runs_dir), experiment=args.experiment, data_dir=args.data_dir)
@@ -155,7 +181,7 @@ def train_run(name, build_model, cfg, manifest, train, val, hyperparameters, **k
 
 
 def _train_run(name, build_model, cfg, manifest, train, val, hyperparameters, augment=(), extra=None,
-               strategy=None, chief=True, extra_callbacks=()):
+               strategy=None, chief=True, extra_callbacks=(), mixup=0.0):
     import keras
 
     from classifiers.checkpoint import EpochCheckpoint, ensure_room_for
@@ -170,7 +196,8 @@ def _train_run(name, build_model, cfg, manifest, train, val, hyperparameters, au
 
     replicas = strategy.num_replicas_in_sync if strategy else 1
     global_batch = cfg["batch_size"] * replicas
-    train_ds = make_dataset(train[0], train[1], global_batch, training=True, seed=cfg["seed"], augment=augment)
+    train_ds = make_dataset(train[0], train[1], global_batch, training=True, seed=cfg["seed"], augment=augment,
+                            mixup=mixup)
     val_ds = make_dataset(val[0], val[1], global_batch)
     if strategy is not None:
         tf = import_tensorflow()
@@ -252,13 +279,65 @@ def prepare(cfg, log=print):
     return manifest, train, val
 
 
-def train_baseline(cfg, manifest, train, val, strategy, chief):
+def train_baseline(cfg, manifest, train, val, strategy, chief, name="baseline"):
     from classifiers.models import build_cnn
 
     hp = dict(BASELINE)
-    return train_run("baseline", lambda: build_cnn(cfg["image_size"], hp["filters"], hp["head"], hp["dropout"],
-                                                   hp["residual"], hp["learning_rate"], name="baseline"),
+    return train_run(name, lambda: build_cnn(cfg["image_size"], hp["filters"], hp["head"], hp["dropout"],
+                                             hp["residual"], hp["learning_rate"], name="baseline"),
                      cfg, manifest, train, val, hp, strategy=strategy, chief=chief)
+
+
+def resnet_recipe(image_size, epochs, steps_per_epoch, hp=None):
+    """The strong recipe's compiled model: its schedule spans `epochs` epochs of `steps_per_epoch` steps."""
+    from classifiers.models import build_resnet, compile_recipe
+
+    hp = hp or RESNET
+    model = build_resnet(image_size, hp["widths"], hp["blocks"], hp["dropout"], hp["stem_stride"], name="resnet")
+    return compile_recipe(model, hp["learning_rate"], steps_per_epoch * epochs, steps_per_epoch * hp["warmup_epochs"],
+                          hp["weight_decay"], hp["label_smoothing"])
+
+
+def train_resnet(cfg, manifest, train, val, strategy, chief):
+    hp = dict(RESNET)
+    steps_per_epoch = -(-len(train[1]) // cfg["batch_size"])
+    return train_run("resnet", lambda: resnet_recipe(cfg["image_size"], cfg["epochs"], steps_per_epoch, hp), cfg,
+                     manifest, train, val, hp, augment=tuple(hp["augment"]), mixup=hp["mixup"], strategy=strategy,
+                     chief=chief)
+
+
+def train_backbone(cfg, manifest, train, val, strategy, chief):
+    from classifiers.backbones import build_backbone_detector, set_trainable
+    from classifiers.checkpoint import read_state
+    from classifiers.models import compile_detector
+    from data.pipeline import make_dataset
+    from data.runs import partial_dir
+
+    hp = dict(BACKBONE, backbone=cfg["backbone"], weights=cfg["weights"])
+    pretrained = cfg["weights"] != "none"
+    name = f"backbone-{cfg['backbone']}"
+    augment = tuple(hp["augment"])
+
+    def build():
+        model, backbone = build_backbone_detector(cfg["backbone"], cfg["image_size"], cfg["weights"])
+        if not pretrained:  # random weights have nothing to protect from a fresh head
+            return compile_detector(model, hp["scratch_learning_rate"])
+        if read_state(os.path.join(partial_dir(cfg["runs_dir"], cfg["experiment"], name), "backup"))[0]:
+            print(f"{name}: warm-up phases done before the interruption; the checkpoint holds their result")
+        else:
+            train_ds = make_dataset(train[0], train[1], cfg["batch_size"], training=True, seed=cfg["seed"],
+                                    augment=augment)
+            val_ds = make_dataset(val[0], val[1], cfg["batch_size"])
+            for phase, epochs, rate in (("head", hp["head_epochs"], hp["head_learning_rate"]),
+                                        ("top", hp["top_epochs"], hp["top_learning_rate"])):
+                print(f"{name}: {epochs} epoch(s) training the {phase} at lr {rate}")
+                set_trainable(backbone, phase)
+                compile_detector(model, rate).fit(train_ds, validation_data=val_ds, epochs=epochs,
+                                                  verbose=verbosity(), shuffle=False)
+        set_trainable(backbone, "all")
+        return compile_detector(model, hp["learning_rate"])
+
+    return train_run(name, build, cfg, manifest, train, val, hp, augment=augment, strategy=strategy, chief=chief)
 
 
 def main(argv=None):
@@ -270,6 +349,10 @@ def main(argv=None):
     manifest, train, val = prepare(cfg)
     if cfg["model"] == "baseline":
         train_baseline(cfg, manifest, train, val, strategy, chief)
+    elif cfg["model"] == "resnet":
+        train_resnet(cfg, manifest, train, val, strategy, chief)
+    elif cfg["model"] == "backbone":
+        train_backbone(cfg, manifest, train, val, strategy, chief)
     else:
         from classifiers.search import search_and_retrain
 

@@ -8,6 +8,10 @@ For each image size, on the same images and the same 3-block CNN (the study's be
 - inference latency at batch 1 and throughput at batch 64;
 - achieved FLOP/s in training against a matrix-multiply peak measured in the same run.
 It is a benchmark, not a test: it prints figures and asserts nothing.
+
+With --recipes it measures quality per CPU-minute instead (compare/curves.py): each named recipe trained on
+the experiment's split, test AUC against training minutes, and how much sooner each reaches the original
+recipe's final AUC; written to runs/<experiment>/bench/ (curves.json, curves.png, TensorBoard).
 """
 import argparse
 import os
@@ -157,11 +161,17 @@ def main(argv=None):
     p.add_argument("--window", type=positive_int, default=5, help="training steps per measured window")
     p.add_argument("--precision", default="auto")
     p.add_argument("--json-out")
+    p.add_argument("--recipes", nargs="+", metavar="RECIPE",
+                   help="AUC per CPU-minute of these recipes instead (original, baseline, resnet)")
+    p.add_argument("--experiment", default="default", help="with --recipes: whose split to train and test on")
+    p.add_argument("--epochs", type=positive_int, help="with --recipes: override every recipe's epochs")
     args = p.parse_args(argv)
     from data.synthetic import resolve_data_dir
 
     policy = setup(0, args.precision, deterministic=False)
     data_dir = resolve_data_dir(args.data_dir, args.runs_dir)
+    if args.recipes:
+        return recipe_curves(args, data_dir, policy)
     results = {"data_dir": data_dir, "cpu_count": os.cpu_count(), "sizes": {}}
     for size in args.image_size:
         print(f"benchmarking {size}px ...", file=sys.stderr)
@@ -183,6 +193,24 @@ def main(argv=None):
 
         write_json_atomic(args.json_out, results)
         print(f"written to {args.json_out}")
+    return 0
+
+
+def recipe_curves(args, data_dir, policy):
+    from compare.curves import run_curves, table
+    from data.runs import experiment_dir
+    from data.split import experiment_split
+
+    manifest = experiment_split(data_dir, args.runs_dir, args.experiment, log=lambda m: print(m, file=sys.stderr))
+    out_dir = os.path.join(experiment_dir(args.runs_dir, args.experiment), "bench")
+    summary = run_curves(args.recipes, manifest, policy, out_dir, epochs=args.epochs,
+                         log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(table(summary))
+    print(f"written to {out_dir}/ (curves.png, curves.json, tensorboard/)")
+    if args.json_out:
+        from data.runs import write_json_atomic
+
+        write_json_atomic(args.json_out, summary)
     return 0
 
 

@@ -32,6 +32,8 @@ def parse_args(argv=None):
     add_common_args(p, data=False)
     p.add_argument("--test-dir", help="an external labelled folder (Real/, Fake/) for generalisation")
     p.add_argument("--perturb", help="e.g. jpeg=50,blur=1.0,resize=0.5: robustness on perturbed test images")
+    p.add_argument("--tta", action="store_true",
+                   help="judge each image with its mirror image too (averaged): flip test-time augmentation")
     p.add_argument("--no-timing", action="store_true", help="skip the latency / throughput measurements")
     return p.parse_args(argv)
 
@@ -91,8 +93,10 @@ class ImageSets:
         return self.cache[key]
 
 
-def predict(model, x):
-    return model.predict(x.astype("float32"), batch_size=64, verbose=0).reshape(-1)
+def predict(model, x, tta=False):
+    from classifiers.predict import probabilities
+
+    return probabilities(model, x, tta)
 
 
 def measure_costs(model, size, folder, info):
@@ -120,18 +124,18 @@ def evaluate_all(detectors, sets, args):
         size, mode = int(info["image_size"]), info.get("resize_mode", "resize")
         threshold = float(info.get("threshold") or 0.5)
         x, y = sets.get("test", size, mode)
-        p = predict(model, x)
+        p = predict(model, x, args.tta)
         entry = {"test": M.evaluate(y, p, threshold), "hyperparameters": flat_hparams(name, info)}
         if not args.no_timing:
             entry["costs"] = measure_costs(model, size, folder, info)
         if args.test_dir:
             xe, ye = sets.get("external", size, mode)
-            entry["external"] = M.evaluate(ye, predict(model, xe), threshold)
+            entry["external"] = M.evaluate(ye, predict(model, xe, args.tta), threshold)
         if specs:
             entry["perturbed"] = {}
             for spec in specs:
                 xp, yp = sets.get("test", size, mode, spec)
-                entry["perturbed"][perturb.label(*spec)] = M.evaluate(yp, predict(model, xp), threshold, ci=False)
+                entry["perturbed"][perturb.label(*spec)] = M.evaluate(yp, predict(model, xp, args.tta), threshold, ci=False)
         models[name] = entry
         raw[name] = (y, p, entry["test"], x)
         print(f"  {name}: test AUC {entry['test']['roc_auc']:.4f}")
@@ -174,7 +178,8 @@ def markdown(report, plots):
              f"(split fingerprint `{report['split_fingerprint'][:16]}`). Fake is the positive class. "
              "Threshold-free metrics and those at 0.5; `acc@t` uses each model's threshold chosen on validation.",
              "A difference between two models counts as real when the 95% interval of their paired AUC "
-             "difference excludes zero (see below).",
+             "difference excludes zero (see below)."
+             + (" Every prediction averages the image and its mirror image (`--tta`)." if report.get("tta") else ""),
              "", "| model | " + " | ".join(TABLE_KEYS) + " | AUC 95% CI | acc@t |",
              "|---" * (len(TABLE_KEYS) + 3) + "|"]
     for name in report["ranking"]:
@@ -313,7 +318,7 @@ def main(argv=None):
              "reliability": P.reliability_plot(results, os.path.join(out_dir, "reliability.png")),
              "mistakes": P.mistakes_plot(results, {n: raw[n][3] for n in ranking}, os.path.join(out_dir, "mistakes.png"))}
     report = {"experiment": args.experiment, "split_fingerprint": manifest["fingerprint"],
-              "test_images": int(len(raw[ranking[0]][0])), "test_dir": args.test_dir, "perturb": args.perturb,
+              "test_images": int(len(raw[ranking[0]][0])), "test_dir": args.test_dir, "perturb": args.perturb, "tta": args.tta,
               "ranking": ranking, "models": models, "pairwise": pairwise(raw), "skipped": skipped}
     report["markdown"] = markdown(report, plots)
     with open(os.path.join(out_dir, "report.md.tmp"), "w") as f:

@@ -15,11 +15,12 @@ from data.runtime import UserError, import_tensorflow
 from data.scan import BadImage, read_rgb
 
 RESIZE_MODES = ("resize", "crop")  # squash the whole face to the input size, or cut its centre at full detail
-AUGMENTATIONS = ("flip", "jpeg", "blur", "resize")
+AUGMENTATIONS = ("flip", "shift", "jpeg", "blur", "resize")
 AUGMENT_PROBABILITY = 0.3  # of each perturbation (flip is always 50 / 50)
 JPEG_QUALITY = (50, 95)
 BLUR_SIGMA = (0.3, 1.5)
 DOWNSCALE = (0.5, 0.9)
+SHIFT_FRACTION = 0.125  # of the side: faces are roughly aligned, so small shifts keep the face in view
 
 
 def fit_square(img, size, mode="resize"):
@@ -109,6 +110,10 @@ def augment_image(image, seed, augment):
 
     if "flip" in augment:
         image = tf.image.stateless_random_flip_left_right(image, seeds[0])
+    if "shift" in augment:
+        pad = max(1, int(round(image.shape[0] * SHIFT_FRACTION)))
+        padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+        image = tf.image.stateless_random_crop(padded, tf.shape(image), seeds[7])
     if "resize" in augment:
         factor = tf.random.stateless_uniform([], seeds[1], *DOWNSCALE)
 
@@ -129,8 +134,21 @@ def augment_image(image, seed, augment):
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def make_dataset(x, y, batch_size, training=False, seed=0, augment=()):
-    """tf.data over in-memory uint8 images: shuffled every epoch and augmented when training."""
+def mixup_batch(images, labels, seed, alpha):
+    """Mixup (Zhang et al. 2018): each image blended with the batch's reversed order, labels alike."""
+    tf = import_tensorflow()
+    n = tf.shape(images)[0]
+    a = tf.random.stateless_gamma([n], seed, alpha)
+    b = tf.random.stateless_gamma([n], seed + 1, alpha)
+    lam = a / (a + b)
+    images = lam[:, None, None, None] * images + (1 - lam[:, None, None, None]) * tf.reverse(images, [0])
+    return images, lam * labels + (1 - lam) * tf.reverse(labels, [0])
+
+
+def make_dataset(x, y, batch_size, training=False, seed=0, augment=(), mixup=0.0):
+    """tf.data over in-memory uint8 images: shuffled every epoch and augmented when training.
+
+    mixup > 0 (training only) blends whole batches with a Beta(mixup, mixup) weight."""
     tf = import_tensorflow()
     unknown = set(augment) - set(AUGMENTATIONS)
     if unknown:
@@ -146,4 +164,9 @@ def make_dataset(x, y, batch_size, training=False, seed=0, augment=()):
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if training and mixup > 0:
+        seeds = tf.data.Dataset.random(seed=seed + 1).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(lambda batch, s: mixup_batch(batch[0], batch[1], s, mixup),
+                                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)

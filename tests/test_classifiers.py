@@ -47,7 +47,7 @@ def test_same_seed_gives_the_same_model_on_cpu(tiny_faces, tmp_path):
 
 def test_search_runs_trials_resumes_and_retrains_the_best(tiny_faces, tmp_path):
     runs = str(tmp_path / "runs")
-    common = ["--model", "hpsearch", "--data-dir", tiny_faces, "--runs-dir", runs, "--experiment", "s",
+    common = ["--model", "hpsearch", "--tuner", "random", "--data-dir", tiny_faces, "--runs-dir", runs, "--experiment", "s",
               "--search-epochs", "1", "--epochs", "1"] + TINY
     assert train_cli.main(common + ["--max-trials", "2"]) == 0
     first = run_json(runs, "s", "hpsearch")
@@ -58,10 +58,18 @@ def test_search_runs_trials_resumes_and_retrains_the_best(tiny_faces, tmp_path):
     trials = info["search"]["trials"]
     assert len(trials) == 3
     assert [t["hyperparameters"] for t in trials[:2]] == [t["hyperparameters"] for t in first["search"]["trials"]]
-    best = max(trials, key=lambda t: t["val_auc"] or -1)
     from classifiers.search import hyperparameters_to_config
+    from classifiers.train import BASELINE
 
-    assert info["hyperparameters"] == hyperparameters_to_config(best["hyperparameters"])
+    # the baseline's configuration is always the first trial, and the search never returns less than it
+    assert hyperparameters_to_config(trials[0]["hyperparameters"]) == BASELINE
+    baseline = run_json(runs, "s", "baseline")
+    assert info["validation"]["auc"] >= baseline["validation"]["auc"]
+    if info["search"].get("kept") == "baseline":
+        assert info["hyperparameters"] == BASELINE and "baseline" in info["search"]["note"]
+    else:
+        best = max(trials, key=lambda t: t["val_auc"] or -1)
+        assert info["hyperparameters"] == hyperparameters_to_config(best["hyperparameters"])
     search_logs = os.path.join(runs, "s", "hpsearch", "logs", "search")
     assert len(os.listdir(search_logs)) == 3  # one TensorBoard folder (with HParams) per trial
 
@@ -105,7 +113,7 @@ def test_predict_judges_good_files_and_names_bad_ones(tiny_faces, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--image-size", "0"], "must be a positive whole number"),
-    (["--model", "resnet"], "invalid choice"),
+    (["--model", "vgg"], "invalid choice"),
 ])
 def test_bad_arguments_are_one_clear_line(argv, message):
     proc = subprocess.run([sys.executable, "-m", "classifiers.train"] + argv, cwd=ROOT, capture_output=True, text=True)

@@ -44,7 +44,7 @@ def test_two_workers_train_one_model_and_the_chief_saves_it(tiny_faces, tmp_path
 def test_search_chief_shares_trials_among_workers_without_repeats(tiny_faces, tmp_path):
     runs = str(tmp_path / "runs")
     port = str(free_port())
-    args = ["--model", "hpsearch", "--max-trials", "4", "--search-epochs", "1", "--data-dir", tiny_faces,
+    args = ["--model", "hpsearch", "--tuner", "random", "--max-trials", "4", "--search-epochs", "1", "--data-dir", tiny_faces,
             "--runs-dir", runs] + TINY
     procs = {}
     for tuner_id in ("chief", "tuner0", "tuner1"):

@@ -43,7 +43,7 @@ def completed_trials(tuner_dir):
 
 def test_killed_search_resumes_without_redoing_finished_trials(tiny_faces, tmp_path):
     runs = str(tmp_path / "runs")
-    cmd = [sys.executable, "-m", "classifiers.train", "--model", "hpsearch", "--data-dir", tiny_faces,
+    cmd = [sys.executable, "-m", "classifiers.train", "--model", "hpsearch", "--tuner", "random", "--data-dir", tiny_faces,
            "--runs-dir", runs, "--max-trials", "4", "--search-epochs", "1", "--epochs", "1"] + TINY
     tuner_dir = os.path.join(runs, "default", ".hpsearch-tuner")
     kill_when(cmd, lambda: len(completed_trials(tuner_dir)) >= 2, ROOT)
@@ -82,7 +82,7 @@ def test_unwritable_runs_folder_is_one_clear_line(tiny_faces, tmp_path):
 
 def test_search_killed_while_retraining_the_best_resumes_the_retrain(tiny_faces, tmp_path):
     runs = str(tmp_path / "runs")
-    cmd = [sys.executable, "-m", "classifiers.train", "--model", "hpsearch", "--data-dir", tiny_faces,
+    cmd = [sys.executable, "-m", "classifiers.train", "--model", "hpsearch", "--tuner", "random", "--data-dir", tiny_faces,
            "--runs-dir", runs, "--max-trials", "2", "--search-epochs", "1", "--epochs", "30"] + TINY
     kill_when(cmd, checkpointed(os.path.join(runs, "default", ".hpsearch.partial")), ROOT)
     assert not os.path.exists(os.path.join(runs, "default", "hpsearch"))

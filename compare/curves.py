@@ -1,0 +1,161 @@
+"""Test AUC against training minutes, recipe by recipe: `python -m compare.bench --recipes original baseline resnet`.
+
+Each recipe is trained on the experiment's split (train side only) and, after every epoch, judged on the
+test split for the curve alone: nothing is chosen on it, and the evaluation's time is not counted as
+training. The headline is how many minutes each recipe needs to reach the original recipe's final AUC.
+"""
+import os
+import time
+
+import numpy as np
+
+# name: input side, epochs, precision ("kit" = the kit's policy), what it is
+RECIPES = {
+    # the original study: 128px, its 3-block CNN (32-64-128), 10 epochs, float32 as it ran
+    "original": {"image_size": 128, "epochs": 10, "precision": "float32",
+                 "what": "the study's 3-block CNN, 128px, 10 epochs, float32"},
+    "baseline": {"image_size": 64, "epochs": 8, "precision": "kit", "what": "the kit's baseline (quick preset)"},
+    "resnet": {"image_size": 64, "epochs": None, "precision": "kit", "what": "the kit's strong recipe (quick preset)"},
+}
+
+
+def build_recipe(name, image_size, epochs, steps_per_epoch):
+    """(compiled model, augmentations, mixup) of a recipe."""
+    from classifiers.models import build_cnn
+    from classifiers.train import BASELINE, RESNET, resnet_recipe
+
+    if name == "original":
+        return build_cnn(image_size, (32, 64, 128), name="original"), (), 0.0
+    if name == "baseline":
+        hp = BASELINE
+        return build_cnn(image_size, hp["filters"], hp["head"], hp["dropout"], hp["residual"], hp["learning_rate"],
+                         name="baseline"), (), 0.0
+    return resnet_recipe(image_size, epochs, steps_per_epoch), tuple(RESNET["augment"]), RESNET["mixup"]
+
+
+def auc_curve(name, manifest, policy, batch_size=32, seed=1337, epochs=None, log=print):
+    """[(training seconds, epoch, test AUC)] of one recipe, trained from scratch."""
+    import keras
+
+    from classifiers.metrics import roc_auc
+    from classifiers.train import RESNET_EPOCHS
+    from data.pipeline import load_split, make_dataset
+
+    recipe = RECIPES[name]
+    size = recipe["image_size"]
+    epochs = epochs or recipe["epochs"] or RESNET_EPOCHS["quick"]
+    keras.utils.set_random_seed(seed)
+    keras.mixed_precision.set_global_policy(policy if recipe["precision"] == "kit" else recipe["precision"])
+    x, y, _ = load_split(manifest, "train", size)
+    xt, yt, _ = load_split(manifest, "test", size)
+    steps = -(-len(y) // batch_size)
+    model, augment, mixup = build_recipe(name, size, epochs, steps)
+    train_ds = make_dataset(x, y, batch_size, training=True, seed=seed, augment=augment, mixup=mixup)
+    test_x = xt.astype("float32")
+    points = []
+
+    class Curve(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.trained = 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.trained += time.perf_counter() - self.started  # before the evaluation: it is not training
+            auc = roc_auc(yt, self.model.predict(test_x, batch_size=64, verbose=0).reshape(-1))
+            points.append((self.trained, epoch + 1, auc))
+            log(f"  {name}: epoch {epoch + 1}/{epochs}, {self.trained / 60:.2f} min, test AUC {auc:.4f}")
+
+    model.fit(train_ds, epochs=epochs, verbose=0, callbacks=[Curve()], shuffle=False)
+    keras.mixed_precision.set_global_policy(policy)
+    return points
+
+
+def minutes_to_reach(points, target):
+    """Training minutes at the first epoch whose test AUC reaches target, or None."""
+    return next((s / 60 for s, _, auc in points if auc >= target), None)
+
+
+def summarise(curves):
+    """Per recipe: final AUC, minutes, minutes to reach the original's final AUC and the speed-up over it."""
+    target = curves["original"][-1][2] if "original" in curves else None
+    out = {}
+    for name, points in curves.items():
+        row = {"epochs": points[-1][1], "minutes": points[-1][0] / 60, "final_auc": points[-1][2],
+               "best_auc": max(a for _, _, a in points),
+               "points": [{"seconds": s, "epoch": e, "test_auc": a} for s, e, a in points]}
+        if target is not None:
+            reach = minutes_to_reach(points, target)
+            row["minutes_to_original_final_auc"] = reach
+            original_minutes = minutes_to_reach(curves["original"], target)
+            row["speedup_to_original_final_auc"] = (original_minutes / reach) if reach else None
+        out[name] = row
+    return {"target_auc": target, "recipes": out}
+
+
+def plot(summary, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, row in summary["recipes"].items():
+        ax.plot([p["seconds"] / 60 for p in row["points"]], [p["test_auc"] for p in row["points"]], marker="o",
+                ms=3, label=f"{name} ({RECIPES[name]['what']})")
+    if summary["target_auc"] is not None:
+        ax.axhline(summary["target_auc"], color="grey", ls=":", lw=1, label="original recipe's final AUC")
+    ax.set_xlabel("training minutes (this machine)")
+    ax.set_ylabel("test AUC (curve only; nothing chosen on it)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_tensorboard(summary, logdir):
+    """One run per recipe: scalar test_auc against training seconds (the step)."""
+    from data.runtime import import_tensorflow
+
+    tf = import_tensorflow()
+    for name, row in summary["recipes"].items():
+        with tf.summary.create_file_writer(os.path.join(logdir, name)).as_default():
+            for p in row["points"]:
+                tf.summary.scalar("auc_per_minute/test_auc", p["test_auc"], step=int(round(p["seconds"])))
+
+
+def table(summary):
+    lines = [f"{'recipe':10}{'epochs':>7}{'minutes':>9}{'final AUC':>11}{'best AUC':>10}"
+             f"{'min to target':>15}{'speed-up':>10}"]
+    for name, row in summary["recipes"].items():
+        reach, speed = row.get("minutes_to_original_final_auc"), row.get("speedup_to_original_final_auc")
+        lines.append(f"{name:10}{row['epochs']:>7}{row['minutes']:>9.2f}{row['final_auc']:>11.4f}"
+                     f"{row['best_auc']:>10.4f}{(f'{reach:.2f}' if reach is not None else 'never'):>15}"
+                     f"{(f'{speed:.1f}x' if speed else '-'):>10}")
+    if summary["target_auc"] is not None:
+        lines.append(f"target: the original recipe's final test AUC, {summary['target_auc']:.4f}")
+    return "\n".join(lines)
+
+
+def run_curves(names, manifest, policy, out_dir, epochs=None, log=print):
+    """Train each recipe, then write curves.json, curves.png and TensorBoard scalars to out_dir."""
+    from data.runs import write_json_atomic
+
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        from data.runtime import UserError
+
+        raise UserError(f"unknown recipe {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
+    curves = {}
+    for name in names:
+        log(f"recipe {name}: {RECIPES[name]['what']}")
+        curves[name] = auc_curve(name, manifest, policy, epochs=epochs, log=log)
+    summary = summarise(curves)
+    summary["precision"] = {n: (policy if RECIPES[n]["precision"] == "kit" else RECIPES[n]["precision"]) for n in names}
+    os.makedirs(out_dir, exist_ok=True)
+    plot(summary, os.path.join(out_dir, "curves.png"))
+    write_tensorboard(summary, os.path.join(out_dir, "tensorboard"))
+    write_json_atomic(os.path.join(out_dir, "curves.json"), summary)
+    return summary
