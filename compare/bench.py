@@ -25,7 +25,8 @@ from data.runtime import import_tensorflow, positive_int, run_main, setup
 FILTERS = (32, 64, 128)
 BATCH = 32
 WARMUP_STEPS = 3
-WINDOWS = 3
+WINDOWS = 6  # per side, interleaved
+UNSTABLE_SPREAD = 0.15  # pair ratios spreading more than this are flagged
 
 
 def forward_flops(model):
@@ -58,28 +59,31 @@ def matmul_peak(dtype, n=2048, repeats=10):
     return 2 * n ** 3 / float(np.median(times))
 
 
-class StepTimer:
-    def __init__(self):
-        import keras
-
-        outer = self
-        self.times = []
-
-        class _cb(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                outer.times.append(time.perf_counter())
-
-        self.callback = _cb()
+def spread(values):
+    """median, min, max and the relative spread (max - min) / median of a list of measurements."""
+    med = float(np.median(values))
+    return {"median": med, "min": float(min(values)), "max": float(max(values)),
+            "spread": (float(max(values)) - float(min(values))) / med if med else 0.0}
 
 
-def train_rate(model, ds, window):
-    """Median images/s over WINDOWS windows of `window` steps, after WARMUP_STEPS."""
-    timer = StepTimer()
-    steps = WARMUP_STEPS + WINDOWS * window
-    model.fit(ds.repeat(), steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer.callback], shuffle=False)
-    t = timer.times[WARMUP_STEPS - 1:]
-    rates = [window * BATCH / (t[(i + 1) * window] - t[i * window]) for i in range(WINDOWS)]
-    return float(np.median(rates))
+def interleaved_rates(sides, window, windows):
+    """Training images/s of each side, measured in alternating windows of `window` steps.
+
+    sides: {name: (model, dataset)}. One window of each side in turn (kit, original, kit, original, ...), so
+    a drift of the shared machine (clock, a neighbour's load) lands on both sides alike. Returns per side
+    the list of window rates, in order."""
+    iterators = {name: iter(ds.repeat()) for name, (_, ds) in sides.items()}
+    for name, (model, _) in sides.items():  # warm-up: trace the step function, fill the pipelines
+        for _ in range(WARMUP_STEPS):
+            model.train_on_batch(*next(iterators[name]))
+    rates = {name: [] for name in sides}
+    for _ in range(windows):
+        for name, (model, _) in sides.items():
+            started = time.perf_counter()
+            for _ in range(window):
+                model.train_on_batch(*next(iterators[name]))
+            rates[name].append(window * BATCH / (time.perf_counter() - started))
+    return rates
 
 
 def pipeline_rate(ds, batches=30):
@@ -91,8 +95,10 @@ def pipeline_rate(ds, batches=30):
     return batches * BATCH / (time.perf_counter() - t)
 
 
-def latency(model, size, repeats=50, batch=64):
-    """(median ms per image at batch 1, images/s at `batch`), timed after tracing both shapes."""
+def latency(model, size, repeats=50, batch=64, detail=False):
+    """(median ms per image at batch 1, images/s at `batch`), timed after tracing both shapes.
+
+    detail=True returns the two spreads (median, min, max) instead of the medians."""
     tf = import_tensorflow()
     run = tf.function(lambda x: model(x, training=False))
     one, many = tf.zeros((1, size, size, 3)), tf.zeros((batch, size, size, 3))
@@ -101,16 +107,18 @@ def latency(model, size, repeats=50, batch=64):
     for _ in range(repeats):
         t = time.perf_counter()
         run(one).numpy()
-        times.append(time.perf_counter() - t)
-    batch_times = []
+        times.append(1000 * (time.perf_counter() - t))
+    rates = []
     for _ in range(5):
         t = time.perf_counter()
         run(many).numpy()
-        batch_times.append(time.perf_counter() - t)
-    return 1000 * float(np.median(times)), batch / float(np.median(batch_times))
+        rates.append(batch / (time.perf_counter() - t))
+    if detail:
+        return spread(times), spread(rates)
+    return float(np.median(times)), float(np.median(rates))
 
 
-def bench_size(data_dir, size, policy, window):
+def bench_size(data_dir, size, policy, window, windows=WINDOWS):
     import keras
 
     from classifiers.models import build_cnn
@@ -124,8 +132,7 @@ def bench_size(data_dir, size, policy, window):
     original = keras.utils.image_dataset_from_directory(data_dir, labels="inferred", label_mode="binary",
                                                         image_size=(size, size), batch_size=BATCH, seed=0,
                                                         verbose=False)
-    model = build_cnn(size, FILTERS)
-    out["original_train_img_s"] = train_rate(model, original, window)
+    original_model = build_cnn(size, FILTERS)
     # the kit: decode once into memory, its precision policy
     keras.mixed_precision.set_global_policy(policy)
     scan = scan_folder(data_dir)
@@ -136,11 +143,21 @@ def bench_size(data_dir, size, policy, window):
     y = np.array([scan.images[i].label for i in kept], np.float32)
     kit = make_dataset(x, y, BATCH, training=True, seed=0)
     model = build_cnn(size, FILTERS)
-    out["kit_train_img_s"] = train_rate(model, kit, window)
-    out["train_speedup"] = out["kit_train_img_s"] / out["original_train_img_s"]
+    rates = interleaved_rates({"kit": (model, kit), "original": (original_model, original)}, window, windows)
+    ratios = [k / o for k, o in zip(rates["kit"], rates["original"])]
+    out["windows"] = {"steps_per_window": window, "per_side": windows, "kit_img_s": rates["kit"],
+                      "original_img_s": rates["original"], "pair_ratios": ratios}
+    out["original_train"], out["kit_train"] = spread(rates["original"]), spread(rates["kit"])
+    out["speedup"] = spread(ratios)
+    out["unstable"] = out["speedup"]["spread"] > UNSTABLE_SPREAD
+    out["original_train_img_s"] = out["original_train"]["median"]
+    out["kit_train_img_s"] = out["kit_train"]["median"]
+    out["train_speedup"] = out["speedup"]["median"]
     out["pipeline_img_s"] = pipeline_rate(kit)
     out["pipeline_headroom"] = out["pipeline_img_s"] / out["kit_train_img_s"]
-    out["latency_ms_b1"], out["throughput_b64"] = latency(model, size)
+    out["latency_b1_ms"], out["throughput_b64_img_s"] = latency(model, size, detail=True)
+    out["latency_ms_b1"] = out["latency_b1_ms"]["median"]
+    out["throughput_b64"] = out["throughput_b64_img_s"]["median"]
     flops = forward_flops(model)
     out["gflop_per_image_forward"] = flops / 1e9
     out["achieved_gflop_s"] = 3 * flops * out["kit_train_img_s"] / 1e9  # backward ~ 2x forward
@@ -151,6 +168,38 @@ def bench_size(data_dir, size, policy, window):
     return out
 
 
+def _range(d, fmt):
+    return f"{fmt.format(d['median'])} ({fmt.format(d['min'])}-{fmt.format(d['max'])})"
+
+
+def format_table(results):
+    """Medians with (min-max) over the interleaved windows; 'unstable' where the pair ratios spread > 15%."""
+    sizes = list(results["sizes"])
+    rows = [("training img/s, original pipeline", lambda r: _range(r["original_train"], "{:.1f}")),
+            ("training img/s, kit", lambda r: _range(r["kit_train"], "{:.1f}")),
+            ("speed-up (kit / original)", lambda r: _range(r["speedup"], "{:.2f}") + "x"),
+            ("speed-up spread (max-min)/median", lambda r: f"{r['speedup']['spread']:.1%}"
+             + (" unstable" if r["unstable"] else "")),
+            ("pipeline alone img/s (cached)", lambda r: f"{r['pipeline_img_s']:.0f}"),
+            ("pipeline headroom (pipeline / model)", lambda r: f"{r['pipeline_headroom']:.0f}x"),
+            ("latency batch 1 (ms)", lambda r: _range(r["latency_b1_ms"], "{:.2f}")),
+            ("throughput batch 64 (img/s)", lambda r: _range(r["throughput_b64_img_s"], "{:.0f}")),
+            ("achieved GFLOP/s in training", lambda r: f"{r['achieved_gflop_s']:.1f}"),
+            ("matmul peak GFLOP/s", lambda r: f"{r['matmul_peak_gflop_s']:.1f}"),
+            ("share of peak", lambda r: f"{r['flops_fraction_of_peak']:.1%}"), ("precision", lambda r: r["precision"])]
+    lines = [f"{'':36}" + "".join(f"{s + 'px':>26}" for s in sizes)]
+    for label, cell in rows:
+        lines.append(f"{label:36}" + "".join(f"{cell(results['sizes'][s]):>26}" for s in sizes))
+    first = results["sizes"][sizes[0]]["windows"]
+    lines.append(f"(median (min-max) over {first['per_side']} interleaved windows of {first['steps_per_window']} "
+                 f"steps per side; the speed-up is the median of the per-pair ratios)")
+    for s in sizes:
+        if results["sizes"][s]["unstable"]:
+            lines.append(f"{s}px: unstable - the pair ratios spread more than {UNSTABLE_SPREAD:.0%}; "
+                         f"a longer --window (now {first['steps_per_window']}) evens out the machine's drift")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m compare.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -158,7 +207,9 @@ def main(argv=None):
                    help="Real/ + Fake/ folder (default: $DEEPFAKE_KIT_DATA, else the embedded default)")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--image-size", type=positive_int, nargs="+", default=[128, 256])
-    p.add_argument("--window", type=positive_int, default=5, help="training steps per measured window")
+    p.add_argument("--window", type=positive_int, default=4, help="training steps per measured window")
+    p.add_argument("--windows", type=positive_int, default=WINDOWS,
+                   help="windows per side, kit and original interleaved (at least 5 for a spread worth reading)")
     p.add_argument("--precision", default="auto")
     p.add_argument("--json-out")
     p.add_argument("--recipes", nargs="+", metavar="RECIPE",
@@ -175,19 +226,8 @@ def main(argv=None):
     results = {"data_dir": data_dir, "cpu_count": os.cpu_count(), "sizes": {}}
     for size in args.image_size:
         print(f"benchmarking {size}px ...", file=sys.stderr)
-        results["sizes"][str(size)] = bench_size(data_dir, size, policy, args.window)
-    rows = [("training img/s, original pipeline", "original_train_img_s", "{:.1f}"),
-            ("training img/s, kit", "kit_train_img_s", "{:.1f}"), ("speed-up (kit / original)", "train_speedup", "{:.2f}x"),
-            ("pipeline alone img/s (cached)", "pipeline_img_s", "{:.0f}"),
-            ("pipeline headroom (pipeline / model)", "pipeline_headroom", "{:.0f}x"),
-            ("latency batch 1 (ms)", "latency_ms_b1", "{:.2f}"), ("throughput batch 64 (img/s)", "throughput_b64", "{:.0f}"),
-            ("achieved GFLOP/s in training", "achieved_gflop_s", "{:.1f}"),
-            ("matmul peak GFLOP/s", "matmul_peak_gflop_s", "{:.1f}"),
-            ("share of peak", "flops_fraction_of_peak", "{:.1%}"), ("precision", "precision", "{}")]
-    sizes = list(results["sizes"])
-    print(f"{'':40}" + "".join(f"{s + 'px':>12}" for s in sizes))
-    for label, key, fmt in rows:
-        print(f"{label:40}" + "".join(f"{fmt.format(results['sizes'][s][key]):>12}" for s in sizes))
+        results["sizes"][str(size)] = bench_size(data_dir, size, policy, args.window, args.windows)
+    print(format_table(results))
     if args.json_out:
         from data.runs import write_json_atomic
 

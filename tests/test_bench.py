@@ -10,12 +10,46 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_bench_writes_every_figure(tiny_faces, tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "compare.bench", "--data-dir", tiny_faces, "--image-size", "16",
-                           "--window", "1", "--json-out", str(out)], cwd=ROOT, capture_output=True, text=True)
+                           "--window", "1", "--windows", "5", "--json-out", str(out)], cwd=ROOT, capture_output=True,
+                          text=True)
     assert proc.returncode == 0, proc.stderr
     figures = json.load(open(out))["sizes"]["16"]
     for key in ("train_speedup", "pipeline_headroom", "latency_ms_b1", "flops_fraction_of_peak"):
         assert figures[key] > 0
-    assert "speed-up (kit / original)" in proc.stdout
+    windows = figures["windows"]
+    assert len(windows["kit_img_s"]) == len(windows["original_img_s"]) == len(windows["pair_ratios"]) == 5
+    assert windows["pair_ratios"] == [k / o for k, o in zip(windows["kit_img_s"], windows["original_img_s"])]
+    speedup = figures["speedup"]
+    assert speedup["median"] == sorted(windows["pair_ratios"])[2] == figures["train_speedup"]
+    assert speedup["min"] <= speedup["median"] <= speedup["max"]
+    assert figures["unstable"] == (speedup["spread"] > 0.15)
+    for key in ("latency_b1_ms", "throughput_b64_img_s", "kit_train", "original_train"):
+        assert figures[key]["min"] <= figures[key]["median"] <= figures[key]["max"]
+    assert "speed-up (kit / original)" in proc.stdout and "interleaved windows" in proc.stdout
+
+
+def test_windows_alternate_between_the_two_pipelines():
+    from data.runtime import import_tensorflow
+
+    tf = import_tensorflow()
+    from compare.bench import WARMUP_STEPS, interleaved_rates, spread
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def train_on_batch(self, x, y):
+            calls.append(self.name)
+
+    ds = tf.data.Dataset.from_tensors((tf.zeros((1, 2)), tf.zeros((1,))))
+    rates = interleaved_rates({"kit": (Recorder("kit"), ds), "original": (Recorder("original"), ds)}, window=3,
+                              windows=5)
+    measured = calls[2 * WARMUP_STEPS:]
+    assert measured == (["kit"] * 3 + ["original"] * 3) * 5
+    assert len(rates["kit"]) == len(rates["original"]) == 5 and min(rates["kit"]) > 0
+    assert spread([1.0, 2.0, 4.0]) == {"median": 2.0, "min": 1.0, "max": 4.0, "spread": 1.5}
 
 
 def test_recipe_curves_write_auc_per_minute_for_each_recipe(tiny_faces, tmp_path):
