@@ -77,7 +77,7 @@ def residual_block(x, filters, stride=1, name="res"):
 
 
 def build_resnet(image_size, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), dropout=0.3, stem_stride=1,
-                 name="resnet"):
+                 head="gap", name="resnet"):
     """A small ResNet for faces: 3x3 stem, one stage per width (stride 2 after the first), global pooling.
 
     stem_stride 2 halves the resolution at once: a 128px input then costs about what 64px does, but the stem
@@ -93,7 +93,10 @@ def build_resnet(image_size, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), dro
         for i in range(count):
             stride = 2 if stage > 0 and i == 0 else 1
             x = residual_block(x, width, stride, name=f"stage{stage + 1}_block{i + 1}")
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    # flatten keeps where in the face a feature is; global pooling forgets it
+    x = layers.GlobalAveragePooling2D(name="gap")(x) if head == "gap" else layers.Flatten(name="flatten")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="p_fake")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -209,7 +209,8 @@ def _search_and_retrain(cfg, manifest, train, val, strategy, chief):
             f"{reference['validation']['auc']:.4f}: the baseline is kept")
     print(f"search: {note}")
     return keep_baseline(cfg, reference_folder, reference, dict(search, rejected_winner={
-        "hyperparameters": hp, "validation": info["validation"]}), note)
+        "hyperparameters": hp, "validation": info["validation"], "resumed_from_epoch": info["resumed_from_epoch"]}),
+        note)
 
 
 def baseline_reference(cfg, manifest, train, val, strategy, chief):
@@ -222,6 +223,8 @@ def baseline_reference(cfg, manifest, train, val, strategy, chief):
 
     folder = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "baseline")
     same = ("image_size", "resize_mode")  # the user's own baseline, however long it trained, is the baseline
+    with run_lock(cfg["runs_dir"], cfg["experiment"], "baseline", wait=True):  # another command may be on it
+        pass
     try:
         info = read_run(folder)
     except BrokenRun:

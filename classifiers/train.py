@@ -43,10 +43,11 @@ SEARCH_SPACE = {
     "schedule": ["constant", "cosine"],  # cosine decays to 0 over the trial's (or the retrain's) epochs
 }
 # The strong from-scratch recipe (`--model resnet`): a small ResNet, AdamW with warm-up and cosine decay,
-# label smoothing, and every augmentation the pipeline has; trained for RESNET_EPOCHS[preset] epochs.
-RESNET = {"widths": [32, 64, 128, 256], "blocks": [1, 1, 1, 1], "stem_stride": 1, "dropout": 0.3, "learning_rate": 2e-3,
-          "weight_decay": 0.05, "warmup_epochs": 2, "label_smoothing": 0.1,
-          "augment": ["flip", "shift", "jpeg", "blur", "resize"], "mixup": 0.0}
+# label smoothing, flips and mixup; trained for RESNET_EPOCHS[preset] epochs. No shifts, JPEG, blur or
+# resizing: on the development faces each of them slowed learning badly (see README, "Quality per CPU-minute").
+RESNET = {"widths": [32, 64, 128, 256], "blocks": [1, 1, 1, 1], "stem_stride": 1, "head": "gap", "dropout": 0.3,
+          "learning_rate": 2e-3, "weight_decay": 0.05, "warmup_epochs": 2, "label_smoothing": 0.1,
+          "augment": ["flip"], "mixup": 0.2}
 RESNET_EPOCHS = {"quick": 30, "paper": 60}
 # `--model backbone`: an ImageNet network with a new head; phases: head alone, top blocks, then everything
 BACKBONE = {"head_epochs": 2, "top_epochs": 2, "head_learning_rate": 1e-3, "top_learning_rate": 1e-4,
@@ -78,6 +79,9 @@ def parse_args(argv=None):
                    help="epochs of the longest trial (hpsearch); the winner is retrained this long unless --epochs")
     p.add_argument("--search-minutes", type=float, help="stop starting new trials after this long (hpsearch)")
     p.add_argument("--tuner", choices=TUNERS, default="hyperband")
+    p.add_argument("--retrain", action="store_true",
+                   help="train again and replace a finished run of this model (else it is kept, or a run of "
+                        "another configuration is an error)")
     p.add_argument("--strategy", choices=STRATEGIES, default="none",
                    help="tf.distribute: mirrored (devices of one machine) or multiworker (TF_CONFIG)")
     return p.parse_args(argv)
@@ -96,7 +100,8 @@ def resolve_config(args):
         cfg.update(backbone=args.backbone, weights=args.weights)
     cfg.update(model=args.model, preset=args.preset, resize_mode=args.resize_mode, tuner=args.tuner,
                strategy=args.strategy, seed=args.seed, precision=args.precision,
-               runs_dir=os.path.abspath(args.runs_dir), experiment=args.experiment, data_dir=args.data_dir)
+               runs_dir=os.path.abspath(args.runs_dir), experiment=args.experiment, data_dir=args.data_dir,
+               strict=args.strict, retrain=args.retrain)
     return cfg
 
 
@@ -271,7 +276,7 @@ def prepare(cfg, log=print):
     from data.synthetic import resolve_data_dir
 
     data_dir = resolve_data_dir(cfg["data_dir"], cfg["runs_dir"])
-    manifest = experiment_split(data_dir, cfg["runs_dir"], cfg["experiment"], log=log)
+    manifest = experiment_split(data_dir, cfg["runs_dir"], cfg["experiment"], log=log, strict=cfg.get("strict", False))
     size, mode = cfg["image_size"], cfg["resize_mode"]
     train = load_split(manifest, "train", size, mode)[:2]
     val = load_split(manifest, "val", size, mode)[:2]
@@ -293,7 +298,8 @@ def resnet_recipe(image_size, epochs, steps_per_epoch, hp=None):
     from classifiers.models import build_resnet, compile_recipe
 
     hp = hp or RESNET
-    model = build_resnet(image_size, hp["widths"], hp["blocks"], hp["dropout"], hp["stem_stride"], name="resnet")
+    model = build_resnet(image_size, hp["widths"], hp["blocks"], hp["dropout"], hp["stem_stride"],
+                         hp.get("head", "gap"), name="resnet")
     return compile_recipe(model, hp["learning_rate"], steps_per_epoch * epochs, steps_per_epoch * hp["warmup_epochs"],
                           hp["weight_decay"], hp["label_smoothing"])
 
@@ -340,6 +346,25 @@ def train_backbone(cfg, manifest, train, val, strategy, chief):
     return train_run(name, build, cfg, manifest, train, val, hp, augment=augment, strategy=strategy, chief=chief)
 
 
+SEARCH_BUDGET = ("max_trials", "search_minutes")  # a larger budget extends a finished search
+NOT_MODEL_CONFIG = ("runs_dir", "strict", "retrain", "data_dir")  # the split's fingerprint stands for the data
+
+
+def run_name(cfg):
+    return f"backbone-{cfg['backbone']}" if cfg["model"] == "backbone" else cfg["model"]
+
+
+def keep_finished_run(cfg, manifest):
+    """True when this model is already trained with this configuration (said in one line); UserError when
+    it was trained with another one and --retrain was not given."""
+    from data.runs import experiment_dir, finished_run
+
+    search_only = () if cfg["model"] == "hpsearch" else ("tuner", "search_epochs") + SEARCH_BUDGET
+    folder = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), run_name(cfg))
+    return finished_run(folder, cfg, manifest, cfg["retrain"], ignore=NOT_MODEL_CONFIG + search_only,
+                        allowed=SEARCH_BUDGET if cfg["model"] == "hpsearch" else ()) is not None
+
+
 def main(argv=None):
     args = parse_args(argv)
     cfg = resolve_config(args)
@@ -347,6 +372,8 @@ def main(argv=None):
     cfg["precision"] = setup(cfg["seed"], cfg["precision"])
     print("config: " + json.dumps(cfg, sort_keys=True))
     manifest, train, val = prepare(cfg)
+    if keep_finished_run(cfg, manifest):
+        return 0
     if cfg["model"] == "baseline":
         train_baseline(cfg, manifest, train, val, strategy, chief)
     elif cfg["model"] == "resnet":

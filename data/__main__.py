@@ -19,11 +19,13 @@ def main(argv=None):
                         help="where the hash cache (and the embedded default) live")
     parser.add_argument("--near-copy-bits", type=int, default=NEAR_COPY_BITS,
                         help="hash bits (of 256) within which two images count as copies")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop on a picture labelled both real and fake (default: leave it out, say so)")
     parser.add_argument("--show-rejected", action="store_true", help="list every rejected file")
     args = parser.parse_args(argv)
     data_dir = resolve_data_dir(args.data_dir, args.runs_dir)
     scan = scan_folder(data_dir, cache_path=scan_cache_path(args.runs_dir))
-    manifest = make_split(scan, threshold=args.near_copy_bits)
+    manifest = make_split(scan, threshold=args.near_copy_bits, strict=args.strict)
     for line in describe(manifest):
         print(line)
     if args.show_rejected or len(scan.rejected) <= 20:

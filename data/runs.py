@@ -60,8 +60,9 @@ def model_files(info):
 
 
 @contextlib.contextmanager
-def run_lock(runs_dir, experiment, model_name):
-    """Only one process trains a given model of an experiment at a time; a second one is told so."""
+def run_lock(runs_dir, experiment, model_name, wait=False):
+    """Only one process trains a given model of an experiment at a time; a second one is told so, or with
+    wait=True (a command that needs the other's result) waits for it."""
     folder = experiment_dir(runs_dir, experiment)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f".{check_name(model_name, 'model')}.lock")
@@ -71,8 +72,11 @@ def run_lock(runs_dir, experiment, model_name):
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "another process"
-            raise UserError(f"{model_name} of experiment {experiment!r} is being trained by {holder}; "
-                            "wait for it or use another --experiment")
+            if not wait:
+                raise UserError(f"{model_name} of experiment {experiment!r} is being trained by {holder}; "
+                                "wait for it or use another --experiment")
+            print(f"{model_name} of experiment {experiment!r} is being trained by {holder}; waiting for it", flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()}")
@@ -150,24 +154,45 @@ def load_model_safely(path):
         raise BrokenRun(f"{path} cannot be loaded ({type(e).__name__}: {e})")
 
 
-def reusable_run(folder, cfg, manifest, ignore=("runs_dir",), gan_created=None):
-    """run.json of a finished run made by this very configuration on this split, else None.
-
-    Lets a multi-stage command that was interrupted in a later stage keep the stages it finished."""
-    try:
-        info = read_run(folder)
-    except BrokenRun:
-        return None
-
+def run_differences(info, cfg, manifest, ignore=(), gan_created=None):
+    """What differs between a finished run and the configuration about to train it: ['epochs 8 -> 10', ...]."""
     def comparable(config):
         config = {k: v for k, v in (config or {}).items() if k not in ignore}
         return json.loads(json.dumps(config, sort_keys=True, default=str))
 
-    if info.get("split_fingerprint") != manifest["fingerprint"] or comparable(info.get("config")) != comparable(cfg):
-        return None
+    old, new = comparable(info.get("config")), comparable(cfg)
+    out = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if info.get("split_fingerprint") != manifest["fingerprint"]:
+        out.append("another split")
     if gan_created is not None and (info.get("gan") or {}).get("created") != gan_created:
-        return None  # fine-tuned from another GAN than the one now in place
-    return info
+        out.append("fine-tuned from another GAN than the one now in place")
+    return out
+
+
+def finished_run(folder, cfg, manifest, retrain=False, ignore=("runs_dir", "strict"), gan_created=None,
+                 allowed=()):
+    """What to do with a finished run of the model about to be trained: the one policy of every command.
+
+    Returns its run.json when this very configuration made it on this split (kept, and said in one line),
+    None when there is nothing finished or --retrain was given (train), and raises UserError naming the
+    difference and the two ways out otherwise: a finished run is never silently replaced. Differences
+    only in `allowed` keys (a search's budget, which extends it) also return None."""
+    try:
+        info = read_run(folder)
+    except BrokenRun:
+        return None
+    if retrain:
+        print(f"{os.path.basename(folder)}: --retrain: the finished run in {folder} is replaced when this one finishes")
+        return None
+    differences = run_differences(info, cfg, manifest, ignore, gan_created)
+    if not differences:
+        print(f"{os.path.basename(folder)}: already trained with this configuration ({folder}); kept "
+              "(--retrain trains it again)")
+        return info
+    if all(d.split(" ", 1)[0] in allowed for d in differences):
+        return None
+    raise UserError(f"{folder} was trained with another configuration ({'; '.join(differences)}); to keep it and "
+                    "train this one too use a new --experiment, or pass --retrain to replace it")
 
 
 def list_runs(runs_dir, experiment):

@@ -98,6 +98,8 @@ def add_common_args(parser, data=True):
         parser.add_argument("--data-dir", default=os.environ.get(DATA_DIR_ENV),
                             help=f"folder with Real/ and Fake/ (default: ${DATA_DIR_ENV}, "
                                  "else the embedded synthetic default)")
+        parser.add_argument("--strict", action="store_true",
+                            help="stop on a picture labelled both real and fake (default: leave it out, say so)")
     parser.add_argument("--runs-dir", default=os.environ.get(RUNS_DIR_ENV, DEFAULT_RUNS_DIR),
                         help=f"where experiments are written (default: ${RUNS_DIR_ENV} or ./runs)")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,

@@ -27,7 +27,11 @@ MIN_SIDE = 16
 SYSTEM_FILES = {"thumbs.db", "desktop.ini", "icon\r"}
 HASH_INPUT = 32  # the grey image the DCT hash is computed on
 HASH_SIDE = 16  # 16x16 low-frequency DCT coefficients -> 256-bit hash
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: blank images are rejected
+# An image with (almost) nothing in it cannot be judged, and its hash matches every other blank image, so it
+# would merge unrelated files into one near-copy group or put "the same picture" under both labels.
+MIN_PIXEL_STD = 2.0  # of 255, on the grey image the hash sees; a flat colour with JPEG noise is below 1
+MIN_HASH_BITS = 16  # of 255 data bits set (the median split sets about half in a real picture)
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's own guard, for formats whose header understates
 
@@ -148,10 +152,23 @@ def perceptual_hash(img):
     return np.array(bits, dtype=bool)
 
 
+def check_content(img, phash):
+    """BadImage for a blank or nearly uniform image: nothing to judge, and a hash that matches anything."""
+    grey = np.asarray(img.convert("L").resize((HASH_INPUT, HASH_INPUT), Image.BILINEAR), np.float64)
+    if grey.std() < MIN_PIXEL_STD:
+        raise BadImage(f"no content to judge: nearly uniform (pixel standard deviation {grey.std():.2f} of 255)")
+    bits = int(phash[0, 1:].sum())
+    if min(bits, phash.shape[1] - 1 - bits) < MIN_HASH_BITS:
+        raise BadImage(f"no content to judge: its perceptual hash carries almost no information "
+                       f"({bits} of {phash.shape[1] - 1} bits set)")
+
+
 def _inspect(path):
     """(sha256, width, height, phash) of a good image; raises BadImage for a bad one."""
     img, data = read_rgb(path)
-    return hashlib.sha256(data).hexdigest(), img.width, img.height, perceptual_hash(img)
+    phash = perceptual_hash(img)
+    check_content(img, phash)
+    return hashlib.sha256(data).hexdigest(), img.width, img.height, phash
 
 
 def find_class_folders(root):

@@ -62,35 +62,48 @@ def _find(parent, i):
     return i
 
 
-def group_images(images, threshold=NEAR_COPY_BITS):
-    """Group identical and near-identical images. Returns (group id per image, closest unmerged pairs).
+def _pair_reason(images, i, j, bits):
+    return "identical bytes" if images[i].sha256 == images[j].sha256 else f"near-copies, {bits} of 256 hash bits differ"
 
-    A group that holds both labels is an error naming the two files: the same face cannot be both.
+
+def group_images(images, threshold=NEAR_COPY_BITS, strict=False):
+    """Group identical and near-identical images.
+
+    Returns (group id per image, closest unmerged pairs, label conflicts). A group that holds both labels
+    is a conflict ({"files": [...], "reason": ...}): the same face cannot be both, so the caller leaves the
+    whole group out; with strict=True it is an error naming two of its files instead.
     """
     n = len(images)
     parent = list(range(n))
-    why = {}
     by_sha = {}
+    cross = {}  # a pair of files under different labels that joined their group: the conflict's reason
     for i, rec in enumerate(images):
         if rec.sha256 in by_sha:
-            parent[_find(parent, i)] = _find(parent, by_sha[rec.sha256])
-            why[i] = (by_sha[rec.sha256], "identical bytes")
+            j = by_sha[rec.sha256]
+            parent[_find(parent, i)] = _find(parent, j)
+            if images[i].label != images[j].label:
+                cross.setdefault(i, (j, i, 0))
         by_sha.setdefault(rec.sha256, i)
     hashes = np.stack([rec.phash for rec in images]) if images else np.zeros((0, 8, HASH_SIDE ** 2), bool)
     near, beyond = hamming_pairs(hashes, threshold)
     for i, j, bits in near:
-        if images[i].label != images[j].label:
-            a, b = (i, j) if images[i].label == 0 else (j, i)
-            raise UserError(f"the same image is labelled both real and fake: {images[a].path} and "
-                            f"{images[b].path} ({'identical bytes' if images[i].sha256 == images[j].sha256 else f'near-copies, {bits} of 256 hash bits differ'})")
         parent[_find(parent, j)] = _find(parent, i)
-    for j, (i, _) in why.items():
         if images[i].label != images[j].label:
-            raise UserError(f"the same image is labelled both real and fake: {images[i].path} and "
-                            f"{images[j].path} (identical bytes)")
+            cross.setdefault(i, (i, j, bits))
     roots = [_find(parent, i) for i in range(n)]
+    conflicts = {}
+    for i, j, bits in cross.values():
+        root = roots[i]
+        if root in conflicts:
+            continue
+        real, fake = (i, j) if images[i].label == 0 else (j, i)
+        reason = f"the same image is labelled both real and fake: {images[real].path} and {images[fake].path} " \
+                 f"({_pair_reason(images, i, j, bits)})"
+        if strict:
+            raise UserError(reason)
+        conflicts[root] = {"files": sorted(images[k].path for k in range(n) if roots[k] == root), "reason": reason}
     closest = [{"a": images[i].path, "b": images[j].path, "bits": bits} for i, j, bits in beyond]
-    return roots, closest
+    return roots, closest, [conflicts[r] for r in sorted(conflicts, key=lambda r: conflicts[r]["files"][0])]
 
 
 def split_of(group_key, salt=""):
@@ -112,13 +125,15 @@ def fingerprint(files):
     return h.hexdigest()
 
 
-def make_split(scan, threshold=NEAR_COPY_BITS, salt=""):
-    """The split manifest (a JSON-ready dict) of a scanned folder."""
+def make_split(scan, threshold=NEAR_COPY_BITS, salt="", strict=False):
+    """The split manifest (a JSON-ready dict) of a scanned folder. Groups under both labels are left out."""
     images = scan.images
-    roots, closest = group_images(images, threshold)
+    roots, closest, conflicts = group_images(images, threshold, strict)
+    left_out = {path for c in conflicts for path in c["files"]}
     members = {}
     for i, r in enumerate(roots):
-        members.setdefault(r, []).append(i)
+        if images[i].path not in left_out:
+            members.setdefault(r, []).append(i)
     files = []
     for r, idx in members.items():
         key = min(images[i].sha256 for i in idx)
@@ -143,6 +158,7 @@ def make_split(scan, threshold=NEAR_COPY_BITS, salt=""):
                    "images_in_near_copy_groups": sum(len(m) for m in merged)},
         "closest_unmerged": closest,
         "rejected": [{"path": p, "reason": r} for p, r in scan.rejected],
+        "label_conflicts": conflicts,  # left out of every side: a picture cannot be both real and fake
         "files": files,
     }
 
@@ -172,6 +188,12 @@ def describe(manifest):
                  f"{g['near_copy_groups']:,} groups (each kept on one side); "
                  f"{g['groups']:,} groups in all, threshold {manifest['near_copy_bits']} of "
                  f"{manifest['hash_bits']} hash bits")
+    conflicts = manifest.get("label_conflicts") or []
+    if conflicts:
+        lines.append(f"left out: {sum(len(c['files']) for c in conflicts):,} images in {len(conflicts):,} "
+                     "group(s) labelled both real and fake (--strict makes this an error):")
+        for c in conflicts:
+            lines.append(f"  {c['reason']}" + (f"; also {', '.join(c['files'][2:])}" if len(c["files"]) > 2 else ""))
     if manifest["closest_unmerged"]:
         lines.append("closest pairs not merged (look at them if the threshold seems too strict):")
         for p in manifest["closest_unmerged"]:
@@ -184,7 +206,7 @@ def scan_cache_path(runs_dir):
     return os.path.join(os.path.abspath(runs_dir), ".cache", "scan.json")
 
 
-def experiment_split(data_dir, runs_dir, experiment, log=print):
+def experiment_split(data_dir, runs_dir, experiment, log=print, strict=False):
     """The experiment's split: made once and written to runs/<experiment>/split.json, then reused."""
     path = os.path.join(experiment_dir(runs_dir, experiment), "split.json")
     data_dir = os.path.abspath(data_dir)
@@ -197,7 +219,7 @@ def experiment_split(data_dir, runs_dir, experiment, log=print):
             f"fingerprint {manifest['fingerprint'][:16]})")
         return manifest
     scan = scan_folder(data_dir, cache_path=scan_cache_path(runs_dir))
-    manifest = make_split(scan)
+    manifest = make_split(scan, strict=strict)
     write_json_atomic(path, manifest)
     for line in describe(manifest):
         log(line)

@@ -33,7 +33,8 @@ FINETUNE_LEARNING_RATE = 1e-4
 HEAD_DROPOUT = 0.2
 SAMPLE_GRID = 32  # fixed latent vectors drawn every epoch
 # settings that say how a command was run, not what a stage makes: a finished stage is kept across them
-NOT_STAGE_CONFIG = ("runs_dir", "stage", "retrain")
+NOT_STAGE_CONFIG = ("runs_dir", "stage", "retrain", "strict")
+FINETUNE_ONLY = ("finetune_epochs", "head_epochs", "batch_size", "epochs")  # settings the GAN itself never sees
 STAGE2_RUNS = ("dcgan-discriminator", "dcgan-linear-probe", "dcgan-scratch")
 
 
@@ -75,7 +76,7 @@ def resolve_config(args):
     cfg.update(preset=args.preset, stage=args.stage, retrain=args.retrain, gan_data=args.gan_data,
                latent_dim=LATENT_DIM, seed=args.seed, precision=args.precision, runs_dir=os.path.abspath(args.runs_dir),
                experiment=args.experiment, data_dir=args.data_dir, resize_mode="resize", strategy="none",
-               epochs=cfg["finetune_epochs"])
+               epochs=cfg["finetune_epochs"], strict=args.strict)
     return cfg
 
 
@@ -91,16 +92,13 @@ def gan_dataset(images, batch_size, seed):
 
 
 def kept_run(cfg, manifest, name, gan_created=None):
-    """run.json of a finished `name` this configuration made on this split, said aloud; None to train it."""
-    from data.runs import experiment_dir, reusable_run
+    """run.json of a finished `name` this configuration made on this split, said aloud; None to train it;
+    UserError where a finished run of another configuration would be replaced without --retrain."""
+    from data.runs import experiment_dir, finished_run
 
-    if cfg["retrain"]:
-        return None
     final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), name)
-    info = reusable_run(final, cfg, manifest, ignore=NOT_STAGE_CONFIG, gan_created=gan_created)
-    if info is not None:
-        print(f"{name}: already trained with this configuration ({final}); kept (--retrain trains it again)")
-    return info
+    ignore = NOT_STAGE_CONFIG + (FINETUNE_ONLY if name == "dcgan" else ())
+    return finished_run(final, cfg, manifest, cfg["retrain"], ignore=ignore, gan_created=gan_created)
 
 
 def train_gan(cfg, manifest, train):

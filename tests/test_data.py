@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import jpeg_bytes, make_dataset_dir, smooth_image, write_image
 from data.runtime import UserError
-from data.scan import FAKE, REAL, scan_folder
+from data.scan import CACHE_VERSION, FAKE, REAL, scan_folder
 from data.split import SPLITS, describe, fingerprint, load_manifest, make_split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,19 +124,27 @@ def test_copies_stay_on_one_side(tmp_path):
     assert any("closest pairs not merged" in line for line in describe(manifest))
 
 
-def test_same_image_under_both_labels_is_an_error_naming_both(tmp_path):
+def test_same_image_under_both_labels_is_left_out_or_with_strict_an_error_naming_both(tmp_path):
     make_dataset_dir(tmp_path, n_real=3, n_fake=3)
     (tmp_path / "Fake" / "stolen.jpg").write_bytes((tmp_path / "Real" / "r001.jpg").read_bytes())
+    manifest = make_split(scan_folder(str(tmp_path)))
+    assert {f["path"] for f in manifest["files"]} == {"Real/r000.jpg", "Real/r002.jpg", "Fake/f000.jpg",
+                                                      "Fake/f001.jpg", "Fake/f002.jpg"}
+    [conflict] = manifest["label_conflicts"]
+    assert conflict["files"] == ["Fake/stolen.jpg", "Real/r001.jpg"] and "identical bytes" in conflict["reason"]
     with pytest.raises(UserError, match=r"Real/r001\.jpg and Fake/stolen\.jpg"):
-        make_split(scan_folder(str(tmp_path)))
+        make_split(scan_folder(str(tmp_path)), strict=True)
 
 
-def test_near_copy_under_both_labels_is_an_error(tmp_path):
+def test_near_copy_under_both_labels_is_left_out_or_with_strict_an_error(tmp_path):
     make_dataset_dir(tmp_path, n_real=3, n_fake=3)
     flipped = Image.open(tmp_path / "Real" / "r002.jpg").transpose(Image.FLIP_LEFT_RIGHT)
     write_image(str(tmp_path / "Fake" / "mirror.jpg"), flipped)
+    manifest = make_split(scan_folder(str(tmp_path)))
+    assert manifest["label_conflicts"][0]["files"] == ["Fake/mirror.jpg", "Real/r002.jpg"]
+    assert len(manifest["files"]) == 5
     with pytest.raises(UserError, match=r"Real/r002\.jpg and Fake/mirror\.jpg \(near-copies"):
-        make_split(scan_folder(str(tmp_path)))
+        make_split(scan_folder(str(tmp_path)), strict=True)
 
 
 def test_hash_cache_is_used_and_invalidated_by_changes(tmp_path):
@@ -148,7 +156,7 @@ def test_hash_cache_is_used_and_invalidated_by_changes(tmp_path):
     target = os.path.join(data, "Real", "r000.jpg")
     # a poisoned cache entry with the right size and mtime is trusted (proving the cache is read) ...
     entries[target]["sha256"] = "0" * 64
-    json.dump({"version": 1, "entries": entries}, open(cache, "w"))
+    json.dump({"version": CACHE_VERSION, "entries": entries}, open(cache, "w"))
     assert {r.sha256 for r in scan_folder(data, cache_path=cache).images} >= {"0" * 64}
     # ... and a changed file is hashed again
     write_image(target, smooth_image(4242))

@@ -92,7 +92,8 @@ def test_search_killed_while_retraining_the_best_resumes_the_retrain(tiny_faces,
     assert not re.findall(r"^trial (\w+) on", again.stdout, re.M), "a finished search ran trials again"
     assert re.search(r"^hpsearch: resuming from epoch \d+ of 3", again.stdout, re.M), again.stdout
     info = read_run(os.path.join(runs, "default", "hpsearch"))
-    assert info["resumed_from_epoch"] >= 1 and len(info["search"]["trials"]) == 2
+    retrained = info["search"].get("rejected_winner", info)  # the winner, kept or (not above the baseline) not
+    assert retrained["resumed_from_epoch"] >= 1 and len(info["search"]["trials"]) == 2
 
 
 def test_gan_killed_while_fine_tuning_keeps_the_gan_and_finished_detectors(tiny_faces, tmp_path):
@@ -175,7 +176,9 @@ def test_full_disk_is_one_clear_line_and_keeps_earlier_results(tiny_faces, small
     before = {n: open(os.path.join(run_dir, n), "rb").read() for n in ("run.json", "model.keras")}
 
     filler = fill_disk(small_disk, leave_kb * 1024)
-    full = subprocess.run(cmd[:-len(TINY) - 2] + ["--epochs", "2"] + TINY, cwd=ROOT, capture_output=True, text=True)
+    # --retrain: a longer run replaces the finished one (without it, a different configuration is refused)
+    full = subprocess.run(cmd[:-len(TINY) - 2] + ["--epochs", "2", "--retrain"] + TINY, cwd=ROOT, capture_output=True,
+                          text=True)
     assert full.returncode == 2, (full.returncode, full.stderr[-2000:])
     last = full.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and ("space" in last) and "Traceback" not in full.stderr, full.stderr[-2000:]
@@ -183,6 +186,7 @@ def test_full_disk_is_one_clear_line_and_keeps_earlier_results(tiny_faces, small
     assert read_run(run_dir)["epochs_completed"] == 1  # the earlier run, not a half-written one
 
     os.remove(filler)  # room again: the same command finishes
-    again = subprocess.run(cmd[:-len(TINY) - 2] + ["--epochs", "2"] + TINY, cwd=ROOT, capture_output=True, text=True)
+    again = subprocess.run(cmd[:-len(TINY) - 2] + ["--epochs", "2", "--retrain"] + TINY, cwd=ROOT, capture_output=True,
+                           text=True)
     assert again.returncode == 0, again.stderr
     assert read_run(run_dir)["epochs_completed"] == 2
