@@ -1,12 +1,14 @@
-"""`python -m classifiers.train --model baseline|hpsearch`: train a detector on the experiment's split.
+"""`python -m classifiers.train --model baseline|resnet|backbone|hpsearch`: train a detector on the experiment's split.
 
 baseline  the original study's CNN, trained for a fixed number of epochs.
-hpsearch  a keras-tuner search over CNNs (objective: validation AUC), then the best configuration
-          retrained from scratch on the training split and saved like any other run.
+resnet    the strong from-scratch recipe (RESNET below).
+backbone  a keras.applications network (--backbone, --weights imagenet|none|PATH) with a new head.
+hpsearch  a keras-tuner search over CNNs (objective: validation AUC; trial 1 is the baseline), then the best
+          configuration retrained from scratch and kept only if it beats the baseline on validation.
 
 Every run is written to runs/<experiment>/<model>/ (model.keras, run.json, split.json, logs/) only when
 complete; an interrupted run resumes from its last finished epoch (or trial) when the same command is
-run again.
+run again; a finished run is kept (same configuration) or refused (another one) unless --retrain.
 """
 import argparse
 import json

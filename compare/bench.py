@@ -26,6 +26,8 @@ FILTERS = (32, 64, 128)
 BATCH = 32
 WARMUP_STEPS = 3
 WINDOWS = 6  # per side, interleaved
+WINDOW_SECONDS = 12.0  # the slower side's window, when --window is not given
+MIN_WINDOW_STEPS = 4
 UNSTABLE_SPREAD = 0.15  # pair ratios spreading more than this are flagged
 
 
@@ -66,16 +68,25 @@ def spread(values):
             "spread": (float(max(values)) - float(min(values))) / med if med else 0.0}
 
 
-def interleaved_rates(sides, window, windows):
+def interleaved_rates(sides, window, windows, window_seconds=None):
     """Training images/s of each side, measured in alternating windows of `window` steps.
 
     sides: {name: (model, dataset)}. One window of each side in turn (kit, original, kit, original, ...), so
-    a drift of the shared machine (clock, a neighbour's load) lands on both sides alike. Returns per side
-    the list of window rates, in order."""
+    a drift of the shared machine (clock, a neighbour's load) lands on both sides alike. window=None sizes
+    the windows from the warm-up so that the slowest side's window lasts about window_seconds: a pipeline
+    that decodes in the background keeps working during the other side's window, and short windows let
+    that spill-over dominate (seen as a 25% spread with 6-second windows at 256px). Returns (per side the
+    list of window rates in order, the steps per window)."""
     iterators = {name: iter(ds.repeat()) for name, (_, ds) in sides.items()}
+    slowest = 0.0
     for name, (model, _) in sides.items():  # warm-up: trace the step function, fill the pipelines
+        model.train_on_batch(*next(iterators[name]))
+        started = time.perf_counter()
         for _ in range(WARMUP_STEPS):
             model.train_on_batch(*next(iterators[name]))
+        slowest = max(slowest, (time.perf_counter() - started) / WARMUP_STEPS, 1e-6)
+    if window is None:
+        window = max(MIN_WINDOW_STEPS, int(np.ceil((window_seconds or WINDOW_SECONDS) / slowest)))
     rates = {name: [] for name in sides}
     for _ in range(windows):
         for name, (model, _) in sides.items():
@@ -83,7 +94,7 @@ def interleaved_rates(sides, window, windows):
             for _ in range(window):
                 model.train_on_batch(*next(iterators[name]))
             rates[name].append(window * BATCH / (time.perf_counter() - started))
-    return rates
+    return rates, window
 
 
 def pipeline_rate(ds, batches=30):
@@ -143,7 +154,7 @@ def bench_size(data_dir, size, policy, window, windows=WINDOWS):
     y = np.array([scan.images[i].label for i in kept], np.float32)
     kit = make_dataset(x, y, BATCH, training=True, seed=0)
     model = build_cnn(size, FILTERS)
-    rates = interleaved_rates({"kit": (model, kit), "original": (original_model, original)}, window, windows)
+    rates, window = interleaved_rates({"kit": (model, kit), "original": (original_model, original)}, window, windows)
     ratios = [k / o for k, o in zip(rates["kit"], rates["original"])]
     out["windows"] = {"steps_per_window": window, "per_side": windows, "kit_img_s": rates["kit"],
                       "original_img_s": rates["original"], "pair_ratios": ratios}
@@ -191,12 +202,14 @@ def format_table(results):
     for label, cell in rows:
         lines.append(f"{label:36}" + "".join(f"{cell(results['sizes'][s]):>26}" for s in sizes))
     first = results["sizes"][sizes[0]]["windows"]
-    lines.append(f"(median (min-max) over {first['per_side']} interleaved windows of {first['steps_per_window']} "
-                 f"steps per side; the speed-up is the median of the per-pair ratios)")
+    steps = ", ".join(f"{results['sizes'][s]['windows']['steps_per_window']} at {s}px" for s in sizes)
+    lines.append(f"(median (min-max) over {first['per_side']} interleaved windows per side of {steps} steps; "
+                 "the speed-up is the median of the per-pair ratios)")
     for s in sizes:
         if results["sizes"][s]["unstable"]:
             lines.append(f"{s}px: unstable - the pair ratios spread more than {UNSTABLE_SPREAD:.0%}; "
-                         f"a longer --window (now {first['steps_per_window']}) evens out the machine's drift")
+                         f"a longer --window (now {results['sizes'][s]['windows']['steps_per_window']}) evens out "
+                         "the machine's drift")
     return "\n".join(lines)
 
 
@@ -207,7 +220,9 @@ def main(argv=None):
                    help="Real/ + Fake/ folder (default: $DEEPFAKE_KIT_DATA, else the embedded default)")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--image-size", type=positive_int, nargs="+", default=[128, 256])
-    p.add_argument("--window", type=positive_int, default=4, help="training steps per measured window")
+    p.add_argument("--window", type=positive_int,
+                   help=f"training steps per measured window (default: as many as the slower pipeline takes "
+                        f"{WINDOW_SECONDS:g} s for, timed in the warm-up)")
     p.add_argument("--windows", type=positive_int, default=WINDOWS,
                    help="windows per side, kit and original interleaved (at least 5 for a spread worth reading)")
     p.add_argument("--precision", default="auto")

@@ -2,12 +2,10 @@
 
 Each recipe is trained on the experiment's split (train side only) and, after every epoch, judged on the
 test split for the curve alone: nothing is chosen on it, and the evaluation's time is not counted as
-training. The headline is how many minutes each recipe needs to reach the original recipe's final AUC.
+training. The recipes take turns, an epoch each, so the machine's drift is shared among them. The headline is how many minutes each recipe needs to reach the original recipe's final AUC.
 """
 import os
 import time
-
-import numpy as np
 
 # name: input side, epochs, precision ("kit" = the kit's policy), what it is
 RECIPES = {
@@ -33,43 +31,57 @@ def build_recipe(name, image_size, epochs, steps_per_epoch):
     return resnet_recipe(image_size, epochs, steps_per_epoch), tuple(RESNET["augment"]), RESNET["mixup"]
 
 
-def auc_curve(name, manifest, policy, batch_size=32, seed=1337, epochs=None, log=print):
-    """[(training seconds, epoch, test AUC)] of one recipe, trained from scratch."""
-    import keras
+class RecipeRun:
+    """One recipe, trained from scratch an epoch at a time: [(training seconds, epoch, test AUC)] in points."""
 
-    from classifiers.metrics import roc_auc
-    from classifiers.train import RESNET_EPOCHS
-    from data.pipeline import load_split, make_dataset
+    def __init__(self, name, manifest, policy, batch_size=32, seed=1337, epochs=None):
+        import keras
 
-    recipe = RECIPES[name]
-    size = recipe["image_size"]
-    epochs = epochs or recipe["epochs"] or RESNET_EPOCHS["quick"]
-    keras.utils.set_random_seed(seed)
-    keras.mixed_precision.set_global_policy(policy if recipe["precision"] == "kit" else recipe["precision"])
-    x, y, _ = load_split(manifest, "train", size)
-    xt, yt, _ = load_split(manifest, "test", size)
-    steps = -(-len(y) // batch_size)
-    model, augment, mixup = build_recipe(name, size, epochs, steps)
-    train_ds = make_dataset(x, y, batch_size, training=True, seed=seed, augment=augment, mixup=mixup)
-    test_x = xt.astype("float32")
-    points = []
+        from classifiers.train import RESNET_EPOCHS
+        from data.pipeline import load_split, make_dataset
 
-    class Curve(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.trained = 0.0
+        recipe = RECIPES[name]
+        size = recipe["image_size"]
+        self.name, self.epochs = name, epochs or recipe["epochs"] or RESNET_EPOCHS["quick"]
+        keras.utils.set_random_seed(seed)
+        # each layer keeps the policy it was built under, so recipes of different precision can alternate
+        keras.mixed_precision.set_global_policy(policy if recipe["precision"] == "kit" else recipe["precision"])
+        x, y, _ = load_split(manifest, "train", size)
+        xt, self.test_y, _ = load_split(manifest, "test", size)
+        self.test_x = xt.astype("float32")
+        self.model, augment, mixup = build_recipe(name, size, self.epochs, -(-len(y) // batch_size))
+        self.train_ds = make_dataset(x, y, batch_size, training=True, seed=seed, augment=augment, mixup=mixup)
+        keras.mixed_precision.set_global_policy(policy)
+        self.points, self.trained = [], 0.0
 
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
+    @property
+    def done(self):
+        return len(self.points) >= self.epochs
 
-        def on_epoch_end(self, epoch, logs=None):
-            self.trained += time.perf_counter() - self.started  # before the evaluation: it is not training
-            auc = roc_auc(yt, self.model.predict(test_x, batch_size=64, verbose=0).reshape(-1))
-            points.append((self.trained, epoch + 1, auc))
-            log(f"  {name}: epoch {epoch + 1}/{epochs}, {self.trained / 60:.2f} min, test AUC {auc:.4f}")
+    def train_epoch(self, log=print):
+        from classifiers.metrics import roc_auc
 
-    model.fit(train_ds, epochs=epochs, verbose=0, callbacks=[Curve()], shuffle=False)
-    keras.mixed_precision.set_global_policy(policy)
-    return points
+        epoch = len(self.points)
+        started = time.perf_counter()
+        self.model.fit(self.train_ds, initial_epoch=epoch, epochs=epoch + 1, verbose=0, shuffle=False)
+        self.trained += time.perf_counter() - started  # before the evaluation: it is not training
+        auc = roc_auc(self.test_y, self.model.predict(self.test_x, batch_size=64, verbose=0).reshape(-1))
+        self.points.append((self.trained, epoch + 1, auc))
+        log(f"  {self.name}: epoch {epoch + 1}/{self.epochs}, {self.trained / 60:.2f} min, test AUC {auc:.4f}")
+
+
+def auc_curves(names, manifest, policy, epochs=None, log=print):
+    """{recipe: points}, the recipes trained in turn an epoch each (round robin), so a drift of the shared
+    machine during the benchmark slows every recipe alike instead of whichever ran at the time."""
+    runs = []
+    for name in names:
+        log(f"recipe {name}: {RECIPES[name]['what']}")
+        runs.append(RecipeRun(name, manifest, policy, epochs=epochs))
+    while not all(r.done for r in runs):
+        for run in runs:
+            if not run.done:
+                run.train_epoch(log)
+    return {r.name: r.points for r in runs}
 
 
 def minutes_to_reach(points, target):
@@ -148,11 +160,7 @@ def run_curves(names, manifest, policy, out_dir, epochs=None, log=print):
         from data.runtime import UserError
 
         raise UserError(f"unknown recipe {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
-    curves = {}
-    for name in names:
-        log(f"recipe {name}: {RECIPES[name]['what']}")
-        curves[name] = auc_curve(name, manifest, policy, epochs=epochs, log=log)
-    summary = summarise(curves)
+    summary = summarise(auc_curves(names, manifest, policy, epochs, log))
     summary["precision"] = {n: (policy if RECIPES[n]["precision"] == "kit" else RECIPES[n]["precision"]) for n in names}
     os.makedirs(out_dir, exist_ok=True)
     plot(summary, os.path.join(out_dir, "curves.png"))

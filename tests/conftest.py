@@ -121,3 +121,22 @@ def epochs_recorded(progress_path):
         return len(json.load(open(progress_path))["epochs"])
     except (OSError, ValueError):
         return 0
+
+
+def completed_trials(tuner_dir):
+    """Ids of the keras-tuner trials recorded as COMPLETED in a tuner folder."""
+    import json
+
+    done = []
+    if not os.path.isdir(tuner_dir):
+        return done
+    for name in sorted(os.listdir(tuner_dir)):
+        path = os.path.join(tuner_dir, name, "trial.json")
+        if name.startswith("trial_") and os.path.exists(path):
+            try:
+                trial = json.load(open(path))
+            except ValueError:
+                continue
+            if trial.get("status") == "COMPLETED":
+                done.append(trial["trial_id"])
+    return done

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,7 +33,7 @@ def test_windows_alternate_between_the_two_pipelines():
     from data.runtime import import_tensorflow
 
     tf = import_tensorflow()
-    from compare.bench import WARMUP_STEPS, interleaved_rates, spread
+    from compare.bench import MIN_WINDOW_STEPS, WARMUP_STEPS, interleaved_rates, spread
 
     calls = []
 
@@ -44,11 +45,18 @@ def test_windows_alternate_between_the_two_pipelines():
             calls.append(self.name)
 
     ds = tf.data.Dataset.from_tensors((tf.zeros((1, 2)), tf.zeros((1,))))
-    rates = interleaved_rates({"kit": (Recorder("kit"), ds), "original": (Recorder("original"), ds)}, window=3,
-                              windows=5)
-    measured = calls[2 * WARMUP_STEPS:]
-    assert measured == (["kit"] * 3 + ["original"] * 3) * 5
+    rates, window = interleaved_rates({"kit": (Recorder("kit"), ds), "original": (Recorder("original"), ds)},
+                                      window=3, windows=5)
+    warmup = 2 * (1 + WARMUP_STEPS)  # a first step that traces, then the timed warm-up, each side
+    assert window == 3 and calls[warmup:] == (["kit"] * 3 + ["original"] * 3) * 5
     assert len(rates["kit"]) == len(rates["original"]) == 5 and min(rates["kit"]) > 0
+    # without --window, windows are sized from the warm-up: about window_seconds for the slower side
+    calls.clear()
+    Slow = type("Slow", (Recorder,), {"train_on_batch": lambda self, x, y: (calls.append(self.name), time.sleep(0.02))})
+    _, window = interleaved_rates({"kit": (Recorder("kit"), ds), "original": (Slow("original"), ds)}, window=None,
+                                  windows=2, window_seconds=0.2)
+    assert MIN_WINDOW_STEPS <= window <= 10
+    assert calls[warmup:] == (["kit"] * window + ["original"] * window) * 2
     assert spread([1.0, 2.0, 4.0]) == {"median": 2.0, "min": 1.0, "max": 4.0, "spread": 1.5}
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from classifiers import train as train_cli
-from conftest import epochs_recorded, smooth_image, write_image
+from conftest import completed_trials, epochs_recorded, smooth_image, write_image
 from data.runs import load_model_safely, read_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,18 +78,6 @@ def test_a_finished_run_is_kept_refused_or_retrained_never_silently_replaced(tin
     time.sleep(1)  # "created" has one-second resolution
     assert train_cli.main(common + ["--epochs", "2", "--retrain"]) == 0
     assert read_run(folder)["epochs_completed"] == 2 and read_run(folder)["created"] != first["created"]
-
-
-def completed_trials(tuner_dir):
-    done = []
-    for name in sorted(os.listdir(tuner_dir)) if os.path.isdir(tuner_dir) else ():
-        try:
-            trial = json.load(open(os.path.join(tuner_dir, name, "trial.json")))
-        except (OSError, ValueError):
-            continue
-        if trial.get("status") == "COMPLETED":
-            done.append(trial["trial_id"])
-    return done
 
 
 def test_search_survives_five_kills_at_random_points(tiny_faces, tmp_path):

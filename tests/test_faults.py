@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from conftest import kill_when
+from conftest import completed_trials, kill_when
 from data.runs import read_run, run_lock
 from data.runtime import UserError
 
@@ -23,22 +23,6 @@ GAN_TINY = ["--image-size", "16", "--gan-batch-size", "8", "--batch-size", "16",
 def checkpointed(partial):
     """True once a run's partial folder holds a committed epoch checkpoint."""
     return lambda: os.path.exists(os.path.join(partial, "backup", "checkpoint.json"))
-
-
-def completed_trials(tuner_dir):
-    done = []
-    if not os.path.isdir(tuner_dir):
-        return done
-    for name in sorted(os.listdir(tuner_dir)):
-        path = os.path.join(tuner_dir, name, "trial.json")
-        if name.startswith("trial_") and os.path.exists(path):
-            try:
-                trial = json.load(open(path))
-            except ValueError:
-                continue
-            if trial.get("status") == "COMPLETED":
-                done.append(trial["trial_id"])
-    return done
 
 
 def test_killed_search_resumes_without_redoing_finished_trials(tiny_faces, tmp_path):
