@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUNS ?= runs
 EXPERIMENT ?= demo
-# The demo's search (3 Hyperband trials, 2 epochs at most) and GAN (20 epochs) are smaller than --preset
+# The demo's search (Hyperband, at most 3 trials of up to 2 epochs) and GAN (20 epochs) are smaller than --preset
 # quick's (15 minutes / 30 trials of up to 12 epochs; 30 GAN epochs) so that the whole job, install
 # included, stays under 10 minutes on 2 cores; run the commands yourself for the full quick preset.
 DEMO_SEARCH ?= --max-trials 3 --search-epochs 2
