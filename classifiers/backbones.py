@@ -64,9 +64,8 @@ def load_backbone(name, image_size, weights):
     import keras
 
     kwargs = {"include_preprocessing": True} if name == "mobilenetv3small" else {}
-    chatter = io.StringIO()
     try:
-        with contextlib.redirect_stdout(chatter):  # "Downloading data from ..." before a failure
+        with contextlib.redirect_stdout(io.StringIO()):  # "Downloading data from ..." before a failure
             return getattr(keras.applications, constructor)(
                 include_top=False, weights=None if weights == "none" else weights,
                 input_shape=(image_size, image_size, 3), pooling="avg", **kwargs)

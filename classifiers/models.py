@@ -84,6 +84,8 @@ def build_resnet(image_size, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), dro
     still sees the finer detail.
 
     Uncompiled: the recipe (optimizer, schedule, loss) is the trainer's business."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(inputs)
     x = layers.Conv2D(widths[0], 3, strides=stem_stride, padding="same", use_bias=False, name="stem_conv")(x)
@@ -93,8 +95,6 @@ def build_resnet(image_size, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), dro
         for i in range(count):
             stride = 2 if stage > 0 and i == 0 else 1
             x = residual_block(x, width, stride, name=f"stage{stage + 1}_block{i + 1}")
-    if head not in HEADS:
-        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     # flatten keeps where in the face a feature is; global pooling forgets it
     x = layers.GlobalAveragePooling2D(name="gap")(x) if head == "gap" else layers.Flatten(name="flatten")(x)
     x = layers.Dropout(dropout, name="dropout")(x)

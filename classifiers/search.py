@@ -14,7 +14,8 @@ import shutil
 import time
 
 from classifiers.models import build_cnn
-from classifiers.train import BASELINE, EARLY_STOP_PATIENCE, SEARCH_SPACE, TRAIN_AUGMENTATIONS, train_run, verbosity
+from classifiers.train import (BASELINE, EARLY_STOP_PATIENCE, SEARCH_SPACE, TRAIN_AUGMENTATIONS, train_run,
+                               training_steps, verbosity)
 from data.pipeline import make_dataset
 from data.runs import experiment_dir, partial_dir, run_lock
 from data.runtime import UserError
@@ -34,11 +35,6 @@ def config_to_hyperparameters(hp):
     """The inverse of hyperparameters_to_config: a configuration as the tuner's values."""
     return {"filters": "-".join(str(f) for f in hp["filters"]), "head": hp["head"], "learning_rate": hp["learning_rate"],
             "residual": hp["residual"], "dropout": hp["dropout"], "augment": hp["augment"], "schedule": hp["schedule"]}
-
-
-def training_steps(cfg, train, epochs):
-    """Optimizer steps in a run of `epochs` epochs (what a cosine schedule decays over)."""
-    return max(1, -(-len(train[1]) // cfg["batch_size"])) * epochs
 
 
 def build_from_config(image_size, hp, name="hpsearch", decay_steps=None):

@@ -295,20 +295,25 @@ def train_baseline(cfg, manifest, train, val, strategy, chief, name="baseline"):
                      cfg, manifest, train, val, hp, strategy=strategy, chief=chief)
 
 
+def training_steps(cfg, train, epochs):
+    """Optimizer steps in a run of `epochs` epochs (what a cosine schedule decays over)."""
+    return max(1, -(-len(train[1]) // cfg["batch_size"])) * epochs
+
+
 def resnet_recipe(image_size, epochs, steps_per_epoch, hp=None):
     """The strong recipe's compiled model: its schedule spans `epochs` epochs of `steps_per_epoch` steps."""
     from classifiers.models import build_resnet, compile_recipe
 
     hp = hp or RESNET
     model = build_resnet(image_size, hp["widths"], hp["blocks"], hp["dropout"], hp["stem_stride"],
-                         hp.get("head", "gap"), name="resnet")
+                         hp["head"], name="resnet")
     return compile_recipe(model, hp["learning_rate"], steps_per_epoch * epochs, steps_per_epoch * hp["warmup_epochs"],
                           hp["weight_decay"], hp["label_smoothing"])
 
 
 def train_resnet(cfg, manifest, train, val, strategy, chief):
     hp = dict(RESNET)
-    steps_per_epoch = -(-len(train[1]) // cfg["batch_size"])
+    steps_per_epoch = training_steps(cfg, train, 1)
     return train_run("resnet", lambda: resnet_recipe(cfg["image_size"], cfg["epochs"], steps_per_epoch, hp), cfg,
                      manifest, train, val, hp, augment=tuple(hp["augment"]), mixup=hp["mixup"], strategy=strategy,
                      chief=chief)

@@ -106,10 +106,9 @@ def pipeline_rate(ds, batches=30):
     return batches * BATCH / (time.perf_counter() - t)
 
 
-def latency(model, size, repeats=50, batch=64, detail=False):
-    """(median ms per image at batch 1, images/s at `batch`), timed after tracing both shapes.
-
-    detail=True returns the two spreads (median, min, max) instead of the medians."""
+def latency(model, size, repeats=50, batch=64):
+    """(ms per image at batch 1, images/s at `batch`), each as spread() (median, min, max), timed after
+    tracing both shapes."""
     tf = import_tensorflow()
     run = tf.function(lambda x: model(x, training=False))
     one, many = tf.zeros((1, size, size, 3)), tf.zeros((batch, size, size, 3))
@@ -124,9 +123,7 @@ def latency(model, size, repeats=50, batch=64, detail=False):
         t = time.perf_counter()
         run(many).numpy()
         rates.append(batch / (time.perf_counter() - t))
-    if detail:
-        return spread(times), spread(rates)
-    return float(np.median(times)), float(np.median(rates))
+    return spread(times), spread(rates)
 
 
 def bench_size(data_dir, size, policy, window, windows=WINDOWS):
@@ -166,7 +163,7 @@ def bench_size(data_dir, size, policy, window, windows=WINDOWS):
     out["train_speedup"] = out["speedup"]["median"]
     out["pipeline_img_s"] = pipeline_rate(kit)
     out["pipeline_headroom"] = out["pipeline_img_s"] / out["kit_train_img_s"]
-    out["latency_b1_ms"], out["throughput_b64_img_s"] = latency(model, size, detail=True)
+    out["latency_b1_ms"], out["throughput_b64_img_s"] = latency(model, size)
     out["latency_ms_b1"] = out["latency_b1_ms"]["median"]
     out["throughput_b64"] = out["throughput_b64_img_s"]["median"]
     flops = forward_flops(model)

@@ -36,6 +36,17 @@ def test_baseline_trains_and_writes_a_complete_run(tiny_faces, tmp_path, capsys)
     assert not [n for n in os.listdir(os.path.join(runs, "e")) if n.endswith(".partial")]
 
 
+def test_resnet_recipe_trains_and_records_its_recipe(tiny_faces, tmp_path):
+    from classifiers.train import RESNET
+
+    runs = str(tmp_path / "runs")
+    assert train_cli.main(["--model", "resnet", "--data-dir", tiny_faces, "--runs-dir", runs, "--epochs", "2"]
+                          + TINY) == 0
+    info = run_json(runs, "default", "resnet")
+    assert info["hyperparameters"] == RESNET and info["augment"] == RESNET["augment"]
+    assert info["epochs_completed"] == 2 and info["image_size"] == 16
+
+
 def test_same_seed_gives_the_same_model_on_cpu(tiny_faces, tmp_path):
     aucs = []
     for i in range(2):
