@@ -68,9 +68,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
     label and contents only shape the message that says a run resumed ("baseline: resuming from epoch 3
     of 8 (... : weights and optimizer)")."""
 
-    def __init__(self, folder, label, total_epochs, contents="weights and optimizer"):
+    def __init__(self, folder, label, total_epochs, contents="weights and optimizer", unit="epoch"):
         super().__init__()
         self.folder, self.label, self.total_epochs, self.contents = folder, label, total_epochs, contents
+        self.unit = unit  # what one fit() epoch is called in the messages: a GAN's "round" of steps
         self.resumed_from = 0
 
     # -- reading
@@ -95,7 +96,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 self.resumed_from = candidate
                 # the same private hook BackupAndRestore uses: fit() starts its epoch loop here
                 self.model._initial_epoch = candidate
-                print(f"{self.label}: resuming from epoch {candidate} of {self.total_epochs} "
+                print(f"{self.label}: resuming from {self.unit} {candidate} of {self.total_epochs} "
                       f"({self.folder}: {self.contents})")
                 return
         print(f"{self.label}: no readable checkpoint in {self.folder}; starting from the beginning")

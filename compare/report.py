@@ -18,6 +18,7 @@ import numpy as np
 from classifiers.predict import probabilities as predict
 from compare import metrics as M
 from compare import perturb
+from compare import seeds as S
 from data.runs import experiment_dir, list_runs, write_json_atomic
 from data.runtime import UserError, add_common_args, import_tensorflow, run_main, setup
 
@@ -216,6 +217,7 @@ def markdown(report, plots):
                       "| model | clean | " + " | ".join(specs) + " |", "|---" * (len(specs) + 2) + "|"]
             lines += [f"| {n} | {_fmt(report['models'][n]['test']['roc_auc'])} | "
                       + " | ".join(_fmt(e[s]["roc_auc"]) for s in specs) + " |" for n, e in rows]
+    lines += S.markdown(report["seed_groups"], report["seed_pairs"])
     if report["skipped"]:
         lines += ["", "## Runs not reported", ""] + [f"- `{n}`: {why}" for n, why in report["skipped"]]
     lines += ["", "## Figures", ""] + [f"![{k}]({os.path.basename(v)})" for k, v in plots.items()]
@@ -271,13 +273,13 @@ def write_tensorboard(report, raw, plots, logdir):
 
 
 def terminal_table(report):
-    head = f"{'model':<22} {'AUC':>7} {'95% CI':>13} {'acc':>6} {'acc@t':>6} {'EER':>6} {'TPR@5%':>7} {'ms/img':>7}"
+    head = f"{'model':<28} {'AUC':>7} {'95% CI':>13} {'acc':>6} {'acc@t':>6} {'EER':>6} {'TPR@5%':>7} {'ms/img':>7}"
     rows = [head, "-" * len(head)]
     for name in report["ranking"]:
         e = report["models"][name]
         t, c = e["test"], e.get("costs", {})
         ci = t.get("roc_auc_ci95", [float("nan")] * 2)
-        rows.append(f"{name:<22} {t['roc_auc']:>7.4f} {ci[0]:>6.3f}-{ci[1]:<6.3f} {t['accuracy']:>6.3f} "
+        rows.append(f"{name:<28} {t['roc_auc']:>7.4f} {ci[0]:>6.3f}-{ci[1]:<6.3f} {t['accuracy']:>6.3f} "
                     f"{t['accuracy_at_threshold']:>6.3f} {t['eer']:>6.3f} {t['tpr_at_fpr_5pct']:>7.3f} "
                     f"{c.get('latency_ms_b1', float('nan')):>7.2f}")
     return "\n".join(rows)
@@ -316,6 +318,7 @@ def main(argv=None):
     report = {"experiment": args.experiment, "split_fingerprint": manifest["fingerprint"],
               "test_images": int(len(raw[ranking[0]][0])), "test_dir": args.test_dir, "perturb": args.perturb, "tta": args.tta,
               "ranking": ranking, "models": models, "pairwise": pairwise(raw), "skipped": skipped}
+    report["seed_groups"], report["seed_pairs"] = S.summarise(models)
     report["markdown"] = markdown(report, plots)
     with open(os.path.join(out_dir, "report.md.tmp"), "w") as f:
         f.write(report["markdown"])
@@ -328,6 +331,9 @@ def main(argv=None):
     print()
     print(terminal_table(report))
     print()
+    if report["seed_groups"]:
+        print(S.terminal(report["seed_groups"], report["seed_pairs"]))
+        print()
     print(f"report: {os.path.join(out_dir, 'report.md')} (metrics.json, metrics.csv, PNG plots beside it)")
     print(f"TensorBoard: tensorboard --logdir {exp} --host 127.0.0.1")
     return 0

@@ -1,4 +1,10 @@
-"""The DCGAN as a keras.Model overriding train_step, so fit(), callbacks and progress bars work as usual."""
+"""The DCGAN as a keras.Model overriding train_step, so fit(), callbacks and progress bars work as usual.
+
+Two aids for a small training set on top of Radford et al.'s recipe: DiffAugment on everything the
+discriminator sees (gan/augment.py), and an exponential moving average of the generator's weights
+(`ema_generator`), which is what sample grids, quality figures and the saved generator use: the raw
+generator oscillates from step to step, its average draws steadier faces (Karras et al. 2018; Yazici et al. 2019).
+"""
 import os
 
 import keras
@@ -7,14 +13,21 @@ import tensorflow as tf
 
 LEARNING_RATE = 2e-4
 BETA_1 = 0.5
+EMA_DECAY = 0.999  # per generator step: the average spans about the last 1,000 steps
+EMA_WARMUP = 10  # decay min(EMA_DECAY, (1 + t) / (EMA_WARMUP + t)): early on the average follows closely
 
 
 class DCGAN(keras.Model):
     def __init__(self, generator, discriminator, latent_dim, label_smoothing=0.0, instance_noise=0.0, seed=0,
-                 **kwargs):
+                 augment=(), ema_decay=EMA_DECAY, **kwargs):
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
+        # the averaged generator: a copy whose weights trail the trained one's (ema_decay 0: an exact copy)
+        self.ema_generator = keras.models.clone_model(generator)
+        self.ema_generator.set_weights(generator.get_weights())
+        self.ema_decay = float(ema_decay)
+        self.augment_policy = tuple(augment)  # DiffAugment operations, () for none
         self.latent_dim = latent_dim
         self.label_smoothing = label_smoothing  # one-sided: real targets become 1 - s
         self.instance_noise = instance_noise  # std of Gaussian noise added to both D inputs
@@ -39,10 +52,22 @@ class DCGAN(keras.Model):
     def call(self, z, training=False):
         return self.generator(z, training=training)
 
-    def _noisy(self, images):
-        if not self.instance_noise:
-            return images
-        return images + self.instance_noise * keras.random.normal(tf.shape(images), seed=self.seed_generator)
+    def discriminator_input(self, images):
+        """What D sees of a batch: DiffAugmented (both steps, reals and fakes alike), then instance noise."""
+        from gan.augment import diff_augment
+
+        if self.augment_policy:
+            images = diff_augment(images, self.seed_generator, self.augment_policy)
+        if self.instance_noise:
+            images = images + self.instance_noise * keras.random.normal(tf.shape(images), seed=self.seed_generator)
+        return images
+
+    def update_ema(self):
+        step = tf.cast(self.g_optimizer.iterations, tf.float32)
+        decay = tf.minimum(self.ema_decay, (1.0 + step) / (EMA_WARMUP + step))
+        # every variable, BatchNorm's moving statistics too, so the average's statistics match its weights
+        for avg, new in zip(self.ema_generator.weights, self.generator.weights):
+            avg.assign(decay * avg + (1.0 - decay) * tf.cast(new, avg.dtype))
 
     def train_step(self, real):
         batch = tf.shape(real)[0]
@@ -50,7 +75,7 @@ class DCGAN(keras.Model):
         fake = self.generator(z, training=True)
         with tf.GradientTape() as tape:
             # One mixed batch: with separate batches, D's BatchNorm statistics alone give the fakes away.
-            logits = self.discriminator(self._noisy(tf.concat([real, fake], axis=0)), training=True)
+            logits = self.discriminator(self.discriminator_input(tf.concat([real, fake], axis=0)), training=True)
             real_logits, fake_logits = logits[:batch], logits[batch:]
             d_loss = (self.bce(tf.ones_like(real_logits) * (1.0 - self.label_smoothing), real_logits)
                       + self.bce(tf.zeros_like(fake_logits), fake_logits))
@@ -61,10 +86,11 @@ class DCGAN(keras.Model):
         with tf.GradientTape() as tape:
             # D judges the fakes inside a mixed batch here too, under the same batch statistics as above.
             mixed = tf.concat([real, self.generator(z, training=True)], axis=0)
-            logits = self.discriminator(self._noisy(mixed), training=True)[batch:]
+            logits = self.discriminator(self.discriminator_input(mixed), training=True)[batch:]
             g_loss = self.bce(tf.ones_like(logits), logits)
         grads = tape.gradient(g_loss, self.generator.trainable_variables)
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
+        self.update_ema()
 
         self.trackers["d_loss"].update_state(d_loss)
         self.trackers["g_loss"].update_state(g_loss)
@@ -90,7 +116,8 @@ def grid(images, cols=8):
 
 
 class SampleGrid(keras.callbacks.Callback):
-    """Every epoch: generate from one fixed latent batch, log it to TensorBoard and save it as PNG."""
+    """Every epoch (a round of steps): the averaged generator draws one fixed latent batch; logged to
+    TensorBoard (step = optimizer steps so far) and saved as PNG."""
 
     def __init__(self, z_fixed, log_dir, png_dir):
         super().__init__()
@@ -101,11 +128,12 @@ class SampleGrid(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from PIL import Image
 
-        picture = grid(to_uint8(self.model.generator(self.z_fixed, training=False)))
+        steps = int(self.model.g_optimizer.iterations.numpy())
+        picture = grid(to_uint8(self.model.ema_generator(self.z_fixed, training=False)))
         with self.writer.as_default():
-            tf.summary.image("generated", picture[None], step=epoch + 1)
+            tf.summary.image("generated", picture[None], step=steps)
         self.writer.flush()
         os.makedirs(self.png_dir, exist_ok=True)
         tmp = os.path.join(self.png_dir, ".tmp.png")
         Image.fromarray(picture).save(tmp)
-        os.replace(tmp, os.path.join(self.png_dir, f"epoch_{epoch + 1:03d}.png"))
+        os.replace(tmp, os.path.join(self.png_dir, f"step_{steps:06d}.png"))

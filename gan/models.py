@@ -64,7 +64,7 @@ def build_discriminator_trunk(image_size=64, filters=DISCRIMINATOR_FILTERS, spec
         x = layers.SpectralNormalization(conv, name=f"down{i + 1}_sn")(x) if spectral_norm else conv(x)
         if i > 0 and not spectral_norm:
             x = _bn(f"down{i + 1}_bn")(x)
-        x = layers.LeakyReLU(LEAKY_SLOPE)(x)
+        x = layers.LeakyReLU(LEAKY_SLOPE, name=f"down{i + 1}_act")(x)
     features = layers.Flatten(name="features")(x)
     return keras.Model(image, features, name="discriminator_trunk")
 
@@ -78,3 +78,14 @@ def build_discriminator(image_size=64, filters=DISCRIMINATOR_FILTERS, spectral_n
 def trunk_of(discriminator):
     """The discriminator without its logit layer (shares the weights)."""
     return keras.Model(discriminator.input, discriminator.get_layer("features").output, name="discriminator_trunk")
+
+
+def pooled_trunk_of(discriminator):
+    """Every block's activations, average-pooled and concatenated: what a linear probe reads when the last
+    layer alone knows "real vs this generator" only. Needs a discriminator with named blocks (down1_act ...)."""
+    acts = [layer.output for layer in discriminator.layers if layer.name.endswith("_act")]
+    if not acts:
+        raise ValueError("this discriminator has no named blocks (trained before pooled probes existed)")
+    pooled = [layers.GlobalAveragePooling2D(name=f"pool{i + 1}")(a) for i, a in enumerate(acts)]
+    return keras.Model(discriminator.input, layers.Concatenate(name="pooled_features")(pooled),
+                       name="discriminator_trunk")

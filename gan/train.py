@@ -1,12 +1,18 @@
 """`python -m gan.train`: a DCGAN trained on faces, whose discriminator then becomes the detector.
 
 Stage 1 (gan)       the DCGAN on the training split only (its Real images by default), never on
-                    validation or test images; run folder `dcgan/` (generator, discriminator, sample grids).
+                    validation or test images, for a budget of optimizer steps and minutes, in rounds
+                    (a sample grid, a KID figure and a checkpoint after each); DiffAugment on all D sees, an
+                    averaged (EMA) generator for samples and quality. Run folder `dcgan/`: generator.keras
+                    (the average), generator_raw.keras, discriminator.keras, samples/, logs/, and in
+                    run.json KID against held-out real faces beside its floor and its step-0 ceiling.
 Stage 2 (finetune)  the discriminator's trunk with a fresh sigmoid head on the real / fake labels: the head
-                    alone first, then everything at a lower learning rate -> `dcgan-discriminator/`.
-                    Two controls with the same budget: `dcgan-linear-probe/` (trunk frozen throughout) and
-                    `dcgan-scratch/` (the same architecture from random weights), so the comparison can say
-                    whether GAN pretraining helped.
+                    alone first, then everything at a lower learning rate -> `dcgan-discriminator`.
+                    Two controls with the same budget: `dcgan-linear-probe` (trunk frozen throughout) and
+                    `dcgan-scratch` (the same architecture from random weights), so the comparison can say
+                    whether GAN pretraining helped. With --seeds N (the quick preset: 3) each is trained N
+                    times from the one GAN, `dcgan-scratch.seed1337` ..., and compare.report gives mean and
+                    spread per variant and the paired difference across seeds: one run settles nothing.
 """
 import argparse
 import json
@@ -19,23 +25,31 @@ import numpy as np
 from data.runtime import UserError, add_common_args, positive_int, run_main, setup
 
 PRESETS = {
-    # quick: a few hundred GAN steps on 2 CPU cores. With the plain BatchNorm discriminator D won within
-    # ~100 steps on the development faces (d_loss 0.02, samples stayed noise); with spectral normalisation,
-    # one-sided label smoothing 0.1 and batch 32, face-like samples appeared by step ~180 (not ablated).
-    "quick": {"image_size": 64, "gan_epochs": 30, "gan_batch_size": 32, "head_epochs": 2, "finetune_epochs": 6,
-              "batch_size": 32, "spectral_norm": True, "label_smoothing": 0.1, "instance_noise": 0.0},
-    # paper: Radford et al.'s discriminator as published (BatchNorm, no stability aids), longer
-    "paper": {"image_size": 64, "gan_epochs": 100, "gan_batch_size": 64, "head_epochs": 2, "finetune_epochs": 10,
-              "batch_size": 32, "spectral_norm": False, "label_smoothing": 0.0, "instance_noise": 0.0},
+    # quick: a real attempt on 2 CPU cores, about 15 minutes of GAN training (10,000 steps at ~12 steps/s
+    # on an AVX512-BF16 EPYC; a slower CPU stops at the minute budget instead). The 760 real training faces
+    # are few for a GAN: DiffAugment keeps D from memorising them, the averaged generator draws the samples.
+    # Spectral normalisation + one-sided label smoothing 0.1: with the plain BatchNorm D, D won within ~100
+    # steps on the development faces (d_loss 0.02, samples stayed noise).
+    "quick": {"image_size": 64, "gan_steps": 10000, "gan_minutes": 15.0, "sample_every": 500, "gan_batch_size": 32,
+              "diffaugment": "color,translation,cutout", "ema_decay": 0.999, "spectral_norm": True,
+              "label_smoothing": 0.1, "instance_noise": 0.0,
+              "head_epochs": 2, "finetune_epochs": 6, "batch_size": 32, "seeds": 3, "probe_features": "last"},
+    # paper: Radford et al.'s DCGAN as published (BatchNorm D, no augmentation, no averaging), longer
+    "paper": {"image_size": 64, "gan_steps": 20000, "gan_minutes": 0.0, "sample_every": 1000, "gan_batch_size": 64,
+              "diffaugment": "none", "ema_decay": 0.0, "spectral_norm": False, "label_smoothing": 0.0,
+              "instance_noise": 0.0,
+              "head_epochs": 2, "finetune_epochs": 10, "batch_size": 32, "seeds": 3, "probe_features": "last"},
 }
 HEAD_LEARNING_RATE = 1e-3
 FINETUNE_LEARNING_RATE = 1e-4
 HEAD_DROPOUT = 0.2
-SAMPLE_GRID = 32  # fixed latent vectors drawn every epoch
+SAMPLE_GRID = 32  # fixed latent vectors drawn every round
 # settings that say how a command was run, not what a stage makes: a finished stage is kept across them
-NOT_STAGE_CONFIG = ("runs_dir", "stage", "retrain", "strict")
-FINETUNE_ONLY = ("finetune_epochs", "head_epochs", "batch_size", "epochs")  # settings the GAN itself never sees
-STAGE2_RUNS = ("dcgan-discriminator", "dcgan-linear-probe", "dcgan-scratch")
+NOT_STAGE_CONFIG = ("runs_dir", "stage", "retrain", "strict", "inception_weights")
+# settings the GAN itself never sees
+FINETUNE_ONLY = ("finetune_epochs", "head_epochs", "batch_size", "epochs", "seeds", "probe_features")
+VARIANTS = ("dcgan-discriminator", "dcgan-linear-probe", "dcgan-scratch")
+SEED_SUFFIX = ".seed"  # dcgan-scratch.seed1338: compare.report groups the runs of one variant
 
 
 def parse_args(argv=None):
@@ -45,38 +59,61 @@ def parse_args(argv=None):
     p.add_argument("--preset", choices=tuple(PRESETS), default="quick")
     p.add_argument("--stage", choices=("all", "gan", "finetune"), default="all")
     p.add_argument("--image-size", type=positive_int, help="64 (default) or 128; any power of two >= 16")
-    p.add_argument("--gan-epochs", type=positive_int)
-    p.add_argument("--finetune-epochs", type=positive_int)
-    p.add_argument("--head-epochs", type=positive_int)
-    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--gan-steps", type=positive_int, help="GAN optimizer steps (rounded up to whole rounds)")
+    p.add_argument("--gan-minutes", type=float,
+                   help="stop the GAN before a round would end past this many minutes; 0: steps alone decide "
+                        "(only a step budget is reproducible across machines)")
+    p.add_argument("--sample-every", type=positive_int,
+                   help="steps per round: a sample grid, a quality figure and a checkpoint after each")
     p.add_argument("--gan-batch-size", type=positive_int)
     p.add_argument("--gan-data", choices=("real", "all"), default="real",
                    help="train the GAN on the training split's real images (default) or on all of them")
+    p.add_argument("--diffaugment", help="DiffAugment policy, e.g. color,translation,cutout; 'none' to switch off")
+    p.add_argument("--ema-decay", type=float, help="generator weight averaging per step, 0 for none (e.g. 0.999)")
     p.add_argument("--label-smoothing", type=float, help="one-sided, e.g. 0.1 (preset decides by default)")
     p.add_argument("--instance-noise", type=float, help="std of noise on D's inputs, e.g. 0.1")
-    p.add_argument("--retrain", action="store_true",
-                   help="train every stage again, even where a finished run of this configuration exists")
     p.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction,
                    help="spectral normalisation in D instead of BatchNorm (preset decides by default)")
+    p.add_argument("--inception-weights", help="a local InceptionV3 no-top weights file for standard KID")
+    p.add_argument("--finetune-epochs", type=positive_int)
+    p.add_argument("--head-epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--seeds", type=positive_int,
+                   help="stage 2 trains each detector from the one GAN with this many seeds (seed, seed+1, ...)")
+    p.add_argument("--probe-features", choices=("last", "pooled"),
+                   help="the linear probe reads the trunk's last layer, or every block average-pooled")
+    p.add_argument("--retrain", action="store_true",
+                   help="train every stage again, even where a finished run of this configuration exists")
     return p.parse_args(argv)
 
 
 def resolve_config(args):
     cfg = dict(PRESETS[args.preset])
-    for key in ("image_size", "gan_epochs", "finetune_epochs", "head_epochs", "batch_size", "gan_batch_size",
-                "label_smoothing", "instance_noise", "spectral_norm"):
+    for key in ("image_size", "gan_steps", "gan_minutes", "sample_every", "gan_batch_size", "diffaugment", "ema_decay",
+                "label_smoothing", "instance_noise", "spectral_norm", "finetune_epochs", "head_epochs", "batch_size",
+                "seeds", "probe_features"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
+    from gan.augment import OPERATIONS
     from gan.models import LATENT_DIM, _doublings
 
     try:
         _doublings(cfg["image_size"])
     except ValueError as e:
         raise UserError(str(e))
-    cfg.update(preset=args.preset, stage=args.stage, retrain=args.retrain, gan_data=args.gan_data,
-               latent_dim=LATENT_DIM, seed=args.seed, precision=args.precision, runs_dir=os.path.abspath(args.runs_dir),
-               experiment=args.experiment, data_dir=args.data_dir, resize_mode="resize", strategy="none",
-               epochs=cfg["finetune_epochs"], strict=args.strict)
+    policy = [] if cfg["diffaugment"] in ("none", "") else cfg["diffaugment"].split(",")
+    unknown = [op for op in policy if op not in OPERATIONS]
+    if unknown:
+        raise UserError(f"--diffaugment: unknown operation(s) {', '.join(unknown)}; choose from {', '.join(OPERATIONS)}")
+    if not 0 <= cfg["ema_decay"] < 1 or cfg["gan_minutes"] < 0:
+        raise UserError("--ema-decay must be in [0, 1) and --gan-minutes at least 0")
+    cfg["sample_every"] = min(cfg["sample_every"], cfg["gan_steps"])
+    cfg["gan_steps"] = -(-cfg["gan_steps"] // cfg["sample_every"]) * cfg["sample_every"]  # whole rounds
+    cfg.update(diffaugment=",".join(policy) or "none", preset=args.preset, stage=args.stage, retrain=args.retrain,
+               gan_data=args.gan_data, latent_dim=LATENT_DIM, seed=args.seed, precision=args.precision,
+               runs_dir=os.path.abspath(args.runs_dir), experiment=args.experiment, data_dir=args.data_dir,
+               resize_mode="resize", strategy="none", epochs=cfg["finetune_epochs"], strict=args.strict,
+               inception_weights=args.inception_weights)
     return cfg
 
 
@@ -97,80 +134,171 @@ def kept_run(cfg, manifest, name, gan_created=None):
     from data.runs import experiment_dir, finished_run
 
     final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), name)
-    ignore = NOT_STAGE_CONFIG + (FINETUNE_ONLY if name == "dcgan" else ())
+    ignore = NOT_STAGE_CONFIG + (FINETUNE_ONLY if name == "dcgan" else ("seeds",))
     return finished_run(final, cfg, manifest, cfg["retrain"], ignore=ignore, gan_created=gan_created)
 
 
-def train_gan(cfg, manifest, train):
+def train_gan(cfg, manifest, train, val):
     """Stage 1. Writes runs/<experiment>/dcgan/ unless this configuration's GAN is already there; its folder."""
     from data.runs import experiment_dir, run_lock
 
     with run_lock(cfg["runs_dir"], cfg["experiment"], "dcgan"):
         if kept_run(cfg, manifest, "dcgan") is None:
-            return _train_gan(cfg, manifest, train)
+            return _train_gan(cfg, manifest, train, val)
         return os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "dcgan")
 
 
-def _train_gan(cfg, manifest, train):
+def make_gan(cfg):
+    from gan.dcgan import DCGAN
+    from gan.models import build_discriminator, build_generator
+
+    size, latent = cfg["image_size"], cfg["latent_dim"]
+    policy = () if cfg["diffaugment"] == "none" else tuple(cfg["diffaugment"].split(","))
+    gan = DCGAN(build_generator(size, latent), build_discriminator(size, spectral_norm=cfg["spectral_norm"]), latent,
+                label_smoothing=cfg["label_smoothing"], instance_noise=cfg["instance_noise"], seed=cfg["seed"],
+                augment=policy, ema_decay=cfg["ema_decay"])
+    gan.compile()
+    return gan
+
+
+def step0_quality(work, gan, judge, cfg):
+    """KID of the untrained generator: the ceiling. Measured before the first step and kept in the work
+    folder, so a resumed run reads the very figure its start measured."""
+    from data.runs import write_json_atomic
+    from gan.quality import sample
+
+    path = os.path.join(work, "quality_step0.json")
+    try:
+        with open(path) as f:
+            return {k: tuple(v) for k, v in json.load(f).items()}
+    except (OSError, ValueError):
+        ceiling = judge.kid_of(sample(gan.ema_generator, cfg["latent_dim"], seed=cfg["seed"]))
+        write_json_atomic(path, ceiling)
+        return ceiling
+
+
+class StepBudget:
+    """Builds the callback that ends every round with one line (step, steps/s, losses, KID of the averaged
+    generator, time left) and stops before a round would end past the minute budget."""
+
+    def __init__(self, cfg, progress, judge):
+        self.cfg, self.progress, self.judge = cfg, progress, judge
+        self.stopped_by = "steps"
+
+    def callback(self):
+        import keras
+
+        from gan.quality import sample
+
+        outer, cfg = self, self.cfg
+        budget = cfg["gan_minutes"] * 60 or float("inf")
+
+        class _Budget(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.base, self.started = outer.progress.state["seconds"], time.time()
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.round_start = (time.time(), int(self.model.g_optimizer.iterations.numpy()))
+
+            def on_epoch_end(self, epoch, logs=None):
+                now, steps = time.time(), int(self.model.g_optimizer.iterations.numpy())
+                rate = (steps - self.round_start[1]) / max(now - self.round_start[0], 1e-9)
+                fake = sample(self.model.ema_generator, cfg["latent_dim"], seed=cfg["seed"])
+                kid = outer.judge.kid_of(fake, spaces=("kit",))["kit"][0]
+                logs["kid"] = kid  # recorded in the history and in TensorBoard beside the losses
+                elapsed = self.base + now - self.started
+                left = min((cfg["gan_steps"] - steps) / rate, budget - elapsed)
+                print(f"dcgan: step {steps:,}/{cfg['gan_steps']:,} ({rate:.1f} steps/s), d_loss {logs['d_loss']:.3f}, "
+                      f"g_loss {logs['g_loss']:.3f}, KID {kid:.4f} (floor {outer.judge.floor['kit'][0]:.4f}), "
+                      f"{max(left, 0) / 60:.1f} min left", flush=True)
+                if steps < cfg["gan_steps"] and elapsed + (now - self.round_start[0]) > budget:
+                    outer.stopped_by = "minutes"
+                    self.model.stop_training = True
+                    print(f"dcgan: stopping at step {steps:,}: another round would end past the "
+                          f"{cfg['gan_minutes']:g}-minute budget (--gan-minutes)")
+
+        return _Budget()
+
+
+def _train_gan(cfg, manifest, train, val):
     import keras
 
-    from classifiers.checkpoint import EpochCheckpoint, ensure_room_for
-    from classifiers.train import ProgressFile, verbosity
-    from data.runs import experiment_dir, finish_run, library_versions, partial_dir, write_json_atomic
-    from gan.dcgan import DCGAN, SampleGrid
-    from gan.models import build_discriminator, build_generator
-    from gan.quality import generator_quality
+    from classifiers.checkpoint import EpochCheckpoint
+    from classifiers.train import ProgressFile
+    from data.runs import experiment_dir, partial_dir
+    from gan.dcgan import SampleGrid
+    from gan.quality import QualityJudge
 
     x, y = train
     images = x if cfg["gan_data"] == "all" else x[y == 0]
     work = partial_dir(cfg["runs_dir"], cfg["experiment"], "dcgan")
     final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "dcgan")
     os.makedirs(work, exist_ok=True)
-    checkpoint = EpochCheckpoint(os.path.join(work, "backup"), "dcgan", cfg["gan_epochs"],
-                                 "both networks and both optimizers")
-    print(f"dcgan: training on {len(images):,} {'real ' if cfg['gan_data'] == 'real' else ''}training images "
-          f"at {cfg['image_size']}px")
-    size, latent = cfg["image_size"], cfg["latent_dim"]
-    gan = DCGAN(build_generator(size, latent), build_discriminator(size, spectral_norm=cfg["spectral_norm"]), latent,
-                label_smoothing=cfg["label_smoothing"], instance_noise=cfg["instance_noise"], seed=cfg["seed"])
-    gan.compile()
-    z_fixed = np.random.default_rng(cfg["seed"]).normal(size=(SAMPLE_GRID, latent)).astype("float32")
+    rounds = cfg["gan_steps"] // cfg["sample_every"]
+    print(f"dcgan: {cfg['gan_steps']:,} steps ({rounds} rounds of {cfg['sample_every']}"
+          + (f", at most {cfg['gan_minutes']:g} min" if cfg["gan_minutes"] else "") + f") on {len(images):,} "
+          f"{'real ' if cfg['gan_data'] == 'real' else ''}training images at {cfg['image_size']}px, "
+          f"DiffAugment {cfg['diffaugment']}, generator average {cfg['ema_decay']:g}")
+    gan = make_gan(cfg)
+    judge = QualityJudge(cfg["runs_dir"], cfg["experiment"], x[y == 0], val[0][val[1] == 0], cfg["seed"],
+                         cfg["inception_weights"])
+    ceiling = step0_quality(work, gan, judge, cfg)
     progress = ProgressFile(os.path.join(work, "progress.json"))
-    callbacks = [progress.callback(), checkpoint,
+    budget = StepBudget(cfg, progress, judge)
+    checkpoint = EpochCheckpoint(os.path.join(work, "backup"), "dcgan", rounds,
+                                 "both networks, the averaged generator and both optimizers", unit="round")
+    z_fixed = np.random.default_rng(cfg["seed"]).normal(size=(SAMPLE_GRID, cfg["latent_dim"])).astype("float32")
+    callbacks = [budget.callback(), progress.callback(), checkpoint,
                  keras.callbacks.TensorBoard(os.path.join(work, "logs")),
                  SampleGrid(z_fixed, os.path.join(work, "logs"), os.path.join(work, "samples"))]
-    gan.fit(gan_dataset(images, cfg["gan_batch_size"], cfg["seed"]), epochs=cfg["gan_epochs"], callbacks=callbacks,
-            verbose=verbosity(), shuffle=False)
+    gan.fit(gan_dataset(images, cfg["gan_batch_size"], cfg["seed"]).repeat(), steps_per_epoch=cfg["sample_every"],
+            epochs=rounds, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0, shuffle=False)
+    return finish_gan(cfg, manifest, gan, judge, ceiling, progress, checkpoint, budget.stopped_by, len(images))
 
-    ensure_room_for(work, gan, "the generator and discriminator")
-    for name, net in (("generator", gan.generator), ("discriminator", gan.discriminator)):
+
+def finish_gan(cfg, manifest, gan, judge, ceiling, progress, checkpoint, stopped_by, train_images):
+    """Save both networks (the averaged generator as generator.keras), measure quality, write run.json."""
+    import keras
+
+    from classifiers.checkpoint import ensure_room_for
+    from data.runs import experiment_dir, finish_run, library_versions, partial_dir, write_json_atomic
+    from gan.quality import describe, sample
+
+    work = partial_dir(cfg["runs_dir"], cfg["experiment"], "dcgan")
+    final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "dcgan")
+    ensure_room_for(work, gan, "the generators and discriminator")
+    for name, net in (("generator", gan.ema_generator), ("generator_raw", gan.generator),
+                      ("discriminator", gan.discriminator)):
         tmp = os.path.join(work, f"{name}.tmp.keras")
         net.save(tmp)
         os.replace(tmp, os.path.join(work, f"{name}.keras"))
-    quality = generator_quality(gan.generator, images, latent, cfg["runs_dir"], cfg["experiment"], cfg["seed"])
+    quality = judge.summary(sample(gan.ema_generator, cfg["latent_dim"], seed=cfg["seed"] + 1), ceiling)
     write_json_atomic(os.path.join(work, "split.json"), manifest)
     epochs = progress.state["epochs"]
     info = {
         "model": "dcgan", "kind": "gan", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {k: v for k, v in cfg.items() if k != "runs_dir"},
-        "image_size": size, "precision": keras.mixed_precision.global_policy().name, "seed": cfg["seed"],
-        "split_fingerprint": manifest["fingerprint"], "data_dir": manifest["data_dir"],
-        "train_images": int(len(images)), "train_seconds": round(progress.state["seconds"], 2),
-        "epochs_completed": len(epochs), "resumed_from_epoch": checkpoint.resumed_from or None,
+        "image_size": cfg["image_size"], "precision": keras.mixed_precision.global_policy().name,
+        "seed": cfg["seed"], "split_fingerprint": manifest["fingerprint"], "data_dir": manifest["data_dir"],
+        "train_images": int(train_images), "train_seconds": round(progress.state["seconds"], 2),
+        "steps_completed": int(gan.g_optimizer.iterations.numpy()), "stopped_by": stopped_by,
+        "epochs_completed": len(epochs), "resumed_from_round": checkpoint.resumed_from or None,
+        "generator_file": "generator.keras holds the averaged (EMA) generator; generator_raw.keras the trained one",
         "params": {"generator": int(gan.generator.count_params()),
                    "discriminator": int(gan.discriminator.count_params())},
         "quality": quality,
-        "history": [dict(epoch=int(e), **m) for e, m in sorted(epochs.items(), key=lambda kv: int(kv[0]))],
+        "history": [dict(round=int(e), steps=int(e) * cfg["sample_every"], **m)
+                    for e, m in sorted(epochs.items(), key=lambda kv: int(kv[0]))],
         "versions": library_versions(),
     }
     os.remove(progress.path)
     finish_run(work, final, info)
-    last = epochs[str(max(map(int, epochs)))] if epochs else {}
-    note = (f", baseline calls {quality['baseline_calls_fake']:.0%} of its faces fake"
+    note = (f"; the baseline calls {quality['baseline_calls_fake']:.0%} of its faces fake"
             if "baseline_calls_fake" in quality else "")
-    print(f"dcgan: {info['train_seconds']:.0f}s, d_loss {last.get('d_loss', float('nan')):.3f}, "
-          f"g_loss {last.get('g_loss', float('nan')):.3f}, KID {quality['kid']:.4f} "
-          f"({quality['kid_feature_space']}; not Inception KID){note}; samples in {final}/samples/")
+    print(f"dcgan: {info['steps_completed']:,} steps in {info['train_seconds'] / 60:.1f} min{note}; samples in "
+          f"{final}/samples/")
+    for line in describe(quality):
+        print(f"dcgan: {line}")
     return final
 
 
@@ -187,14 +315,16 @@ def detector_from_trunk(trunk, image_size, name):
     return keras.Model(inputs, outputs, name=name.replace("-", "_"))
 
 
-def fine_tune_discriminator(cfg, manifest, train, val):
-    """Stage 2: three detector runs that differ only in where the trunk starts and what is trained."""
-    from classifiers.checkpoint import read_state
-    from classifiers.models import compile_detector
-    from classifiers.train import train_run, verbosity
-    from data.pipeline import make_dataset
-    from data.runs import BrokenRun, experiment_dir, load_model_safely, partial_dir, read_run
-    from gan.models import build_discriminator_trunk, trunk_of
+def stage2_runs(cfg):
+    """[(run name, variant, seed)]: every variant for every seed; with one seed the plain names."""
+    seeds = [cfg["seed"] + i for i in range(cfg["seeds"])]
+    return [(variant if len(seeds) == 1 else f"{variant}{SEED_SUFFIX}{seed}", variant, seed)
+            for seed in seeds for variant in VARIANTS]
+
+
+def trained_gan(cfg, manifest):
+    """(folder, run.json) of the experiment's finished GAN, checked against this split and image size."""
+    from data.runs import BrokenRun, experiment_dir, read_run
 
     gan_dir = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "dcgan")
     try:
@@ -203,56 +333,77 @@ def fine_tune_discriminator(cfg, manifest, train, val):
         raise UserError(f"--stage finetune needs a trained GAN: {e} (run --stage gan first)")
     if gan_info["split_fingerprint"] != manifest["fingerprint"]:
         raise UserError(f"{gan_dir} was trained on another split; retrain it with --stage gan")
+    if int(gan_info["image_size"]) != cfg["image_size"]:
+        raise UserError(f"the GAN in {gan_dir} works at {gan_info['image_size']}px; pass --image-size "
+                        f"{gan_info['image_size']}")
+    return gan_dir, gan_info
+
+
+def fine_tune_discriminator(cfg, manifest, train, val):
+    """Stage 2: per seed, three detector runs that differ only in where the trunk starts and what is trained."""
+    gan_dir, gan_info = trained_gan(cfg, manifest)
+    results = {}
+    for name, variant, seed in stage2_runs(cfg):
+        run_cfg = dict(cfg, seed=seed)
+        pretrained = variant != "dcgan-scratch"
+        kept = kept_run(run_cfg, manifest, name, gan_created=gan_info["created"] if pretrained else None)
+        results[name] = kept or train_variant(run_cfg, manifest, train, val, name, variant, gan_dir, gan_info)
+    return results
+
+
+def variant_trunk(variant, gan_dir, gan_info, probe_features):
+    """The trunk a variant starts from: the GAN's discriminator (the probe may read every block), or random."""
+    from data.runs import BrokenRun, load_model_safely
+    from gan.models import build_discriminator_trunk, pooled_trunk_of, trunk_of
+
     size = int(gan_info["image_size"])
-    if size != cfg["image_size"]:
-        raise UserError(f"the GAN in {gan_dir} works at {size}px; pass --image-size {size}")
+    if variant == "dcgan-scratch":
+        return build_discriminator_trunk(size, spectral_norm=gan_info["config"]["spectral_norm"])
+    try:
+        discriminator = load_model_safely(os.path.join(gan_dir, "discriminator.keras"))
+    except BrokenRun as e:
+        raise UserError(str(e))
+    if variant == "dcgan-linear-probe" and probe_features == "pooled":
+        return pooled_trunk_of(discriminator)
+    return trunk_of(discriminator)
 
-    def pretrained_trunk():
-        try:
-            return trunk_of(load_model_safely(os.path.join(gan_dir, "discriminator.keras")))
-        except BrokenRun as e:
-            raise UserError(str(e))
 
-    variants = {
-        "dcgan-discriminator": (pretrained_trunk, True),
-        "dcgan-linear-probe": (pretrained_trunk, False),
-        "dcgan-scratch": (lambda: build_discriminator_trunk(size, spectral_norm=gan_info["config"]["spectral_norm"]),
-                          True),
-    }
+def train_variant(cfg, manifest, train, val, name, variant, gan_dir, gan_info):
+    """One stage-2 run: a warm-up (the head alone on a pretrained trunk), then the budgeted training."""
+    import keras
+
+    from classifiers.checkpoint import read_state
+    from classifiers.models import compile_detector
+    from classifiers.train import train_run, verbosity
+    from data.pipeline import make_dataset
+    from data.runs import partial_dir
+
+    size, pretrained, unfreeze = int(gan_info["image_size"]), variant != "dcgan-scratch", variant != "dcgan-linear-probe"
     train_ds = make_dataset(train[0], train[1], cfg["batch_size"], training=True, seed=cfg["seed"])
     val_ds = make_dataset(val[0], val[1], cfg["batch_size"])
-    results = {}
-    for name, (make_trunk, unfreeze) in variants.items():
-        pretrained = name != "dcgan-scratch"
+    keras.utils.set_random_seed(cfg["seed"])  # each seed's run starts alike, whatever ran before it
 
-        kept = kept_run(cfg, manifest, name, gan_created=gan_info["created"] if pretrained else None)
-        if kept is not None:
-            results[name] = kept
-            continue
+    def build():
+        trunk = variant_trunk(variant, gan_dir, gan_info, cfg["probe_features"])
+        trunk.trainable = not pretrained  # a random trunk has nothing to protect from a fresh head
+        model = compile_detector(detector_from_trunk(trunk, size, name), HEAD_LEARNING_RATE)
+        if read_state(os.path.join(partial_dir(cfg["runs_dir"], cfg["experiment"], name), "backup"))[0]:
+            print(f"{name}: warm-up already done before the interruption; its checkpoint holds the result")
+        else:
+            print(f"{name}: {cfg['head_epochs']} warm-up epoch(s) of the "
+                  f"{'head alone' if pretrained else 'whole network'} at lr {HEAD_LEARNING_RATE}")
+            model.fit(train_ds, validation_data=val_ds, epochs=cfg["head_epochs"], verbose=verbosity(), shuffle=False)
+        trunk.trainable = unfreeze
+        return compile_detector(model, FINETUNE_LEARNING_RATE if unfreeze else HEAD_LEARNING_RATE)
 
-        def build(make_trunk=make_trunk, unfreeze=unfreeze, pretrained=pretrained, name=name):
-            trunk = make_trunk()
-            trunk.trainable = not pretrained  # a random trunk has nothing to protect from a fresh head
-            model = compile_detector(detector_from_trunk(trunk, size, name), HEAD_LEARNING_RATE)
-            if read_state(os.path.join(partial_dir(cfg["runs_dir"], cfg["experiment"], name), "backup"))[0]:
-                print(f"{name}: warm-up already done before the interruption; its checkpoint holds the result")
-            else:
-                print(f"{name}: {cfg['head_epochs']} warm-up epoch(s) of the "
-                      f"{'head alone' if pretrained else 'whole network'} at lr {HEAD_LEARNING_RATE}")
-                model.fit(train_ds, validation_data=val_ds, epochs=cfg["head_epochs"], verbose=verbosity(),
-                          shuffle=False)
-            trunk.trainable = unfreeze
-            return compile_detector(model, FINETUNE_LEARNING_RATE if unfreeze else HEAD_LEARNING_RATE)
-
-        hp = {"trunk": "GAN discriminator" if pretrained else "random init", "trunk_trained": unfreeze,
-              "head_epochs": cfg["head_epochs"], "head_learning_rate": HEAD_LEARNING_RATE,
-              "finetune_learning_rate": FINETUNE_LEARNING_RATE if unfreeze else HEAD_LEARNING_RATE,
-              "dropout": HEAD_DROPOUT, "gan_run": "dcgan" if pretrained else None}
-        gan_note = {"gan": {"epochs": gan_info["epochs_completed"], "quality": gan_info.get("quality"),
-                            "created": gan_info["created"]}}
-        results[name] = train_run(name, build, cfg, manifest, train, val, hp,
-                                  extra=gan_note if pretrained else None)[1]
-    return results
+    hp = {"trunk": "GAN discriminator" if pretrained else "random init", "trunk_trained": unfreeze,
+          "variant": variant, "head_epochs": cfg["head_epochs"], "head_learning_rate": HEAD_LEARNING_RATE,
+          "finetune_learning_rate": FINETUNE_LEARNING_RATE if unfreeze else HEAD_LEARNING_RATE,
+          "dropout": HEAD_DROPOUT, "gan_run": "dcgan" if pretrained else None,
+          "probe_features": cfg["probe_features"] if variant == "dcgan-linear-probe" else None}
+    gan_note = {"gan": {"steps": gan_info.get("steps_completed"), "quality": gan_info.get("quality"),
+                        "created": gan_info["created"]}}
+    return train_run(name, build, cfg, manifest, train, val, hp, extra=gan_note if pretrained else None)[1]
 
 
 def main(argv=None):
@@ -264,7 +415,7 @@ def main(argv=None):
     print("config: " + json.dumps(cfg, sort_keys=True))
     manifest, train, val = prepare(cfg)
     if cfg["stage"] in ("all", "gan"):
-        train_gan(cfg, manifest, train)
+        train_gan(cfg, manifest, train, val)
     if cfg["stage"] in ("all", "finetune"):
         fine_tune_discriminator(cfg, manifest, train, val)
     return 0

@@ -17,7 +17,8 @@ from data.runtime import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "16", "--batch-size", "16", "--seed", "3"]
-GAN_TINY = ["--image-size", "16", "--gan-batch-size", "8", "--batch-size", "16", "--head-epochs", "1", "--seed", "5"]
+GAN_TINY = ["--image-size", "16", "--gan-batch-size", "8", "--batch-size", "16", "--head-epochs", "1", "--seed", "5",
+            "--seeds", "1"]
 
 
 def checkpointed(partial):
@@ -82,7 +83,7 @@ def test_search_killed_while_retraining_the_best_resumes_the_retrain(tiny_faces,
 
 def test_gan_killed_while_fine_tuning_keeps_the_gan_and_finished_detectors(tiny_faces, tmp_path):
     runs = str(tmp_path / "runs")
-    cmd = [sys.executable, "-m", "gan.train", "--data-dir", tiny_faces, "--runs-dir", runs, "--gan-epochs", "1",
+    cmd = [sys.executable, "-m", "gan.train", "--data-dir", tiny_faces, "--runs-dir", runs, "--gan-steps", "3",
            "--finetune-epochs", "40"] + GAN_TINY
     kill_when(cmd, checkpointed(os.path.join(runs, "default", ".dcgan-linear-probe.partial")), ROOT, timeout=300)
     gan_before = read_run(os.path.join(runs, "default", "dcgan"))

@@ -15,31 +15,171 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "16", "--gan-batch-size", "8", "--batch-size", "16", "--head-epochs", "1", "--seed", "5"]
 
 
-def test_a_few_gan_steps_then_three_detector_runs(tiny_faces, tmp_path):
+def test_a_step_budget_then_detectors_over_seeds_and_their_report(tiny_faces, tmp_path):
+    from compare import report
+
     runs = str(tmp_path / "runs")
-    assert gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--gan-epochs", "2",
-                         "--finetune-epochs", "1"] + TINY) == 0
+    assert gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--gan-steps", "5", "--sample-every", "3",
+                         "--finetune-epochs", "1", "--seeds", "2"] + TINY) == 0
     gan = read_run(os.path.join(runs, "default", "dcgan"))
-    assert gan["kind"] == "gan" and gan["epochs_completed"] == 2
-    last = gan["history"][-1]
-    assert {"d_loss", "g_loss", "d_acc_real", "d_acc_fake"} <= set(last)
-    assert np.isfinite(gan["quality"]["kid"]) and "NOT comparable" in gan["quality"]["kid_note"]
+    # 5 steps are rounded up to whole rounds of 3: two rounds, six steps, a grid after each
+    assert gan["kind"] == "gan" and gan["steps_completed"] == 6 and gan["stopped_by"] == "steps"
+    assert [h["steps"] for h in gan["history"]] == [3, 6]
+    assert {"d_loss", "g_loss", "d_acc_real", "d_acc_fake", "kid"} <= set(gan["history"][-1])
     samples = os.listdir(os.path.join(runs, "default", "dcgan", "samples"))
-    assert sorted(samples) == ["epoch_001.png", "epoch_002.png"]
+    assert sorted(samples) == ["step_000003.png", "step_000006.png"]
+    kit = gan["quality"]["spaces"]["kit"]
+    assert kit["floor"][0] < kit["ceiling"][0] and all(np.isfinite(kit["generator"]))
+    assert "InceptionV3" in gan["quality"]["inception"]  # none on a test machine: said, not hidden
+    assert_quality_measured_on_the_averaged_generator(tiny_faces, runs, gan)
     good, broken = list_runs(runs, "default")
     detectors = {os.path.basename(f): info for f, info in good if info["kind"] == "detector"}
-    assert set(detectors) == {"dcgan-discriminator", "dcgan-linear-probe", "dcgan-scratch"} and not broken
+    assert set(detectors) == {f"{v}.seed{s}" for v in gan_cli.VARIANTS for s in (5, 6)} and not broken
     split = json.load(open(os.path.join(runs, "default", "split.json")))["fingerprint"]
     for name, info in detectors.items():
         assert info["split_fingerprint"] == split == gan["split_fingerprint"]
         assert info["image_size"] == 16 and 0 <= info["validation"]["auc"] <= 1
-    assert detectors["dcgan-linear-probe"]["hyperparameters"]["trunk_trained"] is False
-    assert detectors["dcgan-scratch"]["hyperparameters"]["trunk"] == "random init"
+        assert info["seed"] == int(name.rsplit("seed", 1)[1])
+    assert detectors["dcgan-linear-probe.seed5"]["hyperparameters"]["trunk_trained"] is False
+    assert detectors["dcgan-scratch.seed6"]["hyperparameters"]["trunk"] == "random init"
+
+    assert report.main(["--runs-dir", runs, "--no-timing"]) == 0
+    metrics = json.load(open(os.path.join(runs, "default", "report", "metrics.json")))
+    groups, pairs = metrics["seed_groups"], metrics["seed_pairs"]
+    assert set(groups) == set(gan_cli.VARIANTS) and all(g["seeds"] == [5, 6] for g in groups.values())
+    auc = {n: m["test"]["roc_auc"] for n, m in metrics["models"].items()}
+    d = [auc[f"dcgan-discriminator.seed{s}"] - auc[f"dcgan-scratch.seed{s}"] for s in (5, 6)]
+    pair = pairs["dcgan-discriminator vs dcgan-scratch"]
+    assert pair["differences"] == pytest.approx(d) and pair["mean"] == pytest.approx(np.mean(d))
+    assert groups["dcgan-scratch"]["mean"] == pytest.approx(np.mean([auc["dcgan-scratch.seed5"], auc["dcgan-scratch.seed6"]]))
+    text = open(os.path.join(runs, "default", "report", "report.md")).read()
+    assert "## Across seeds" in text and "| dcgan-discriminator vs dcgan-scratch | 2 |" in text
+
+
+def assert_quality_measured_on_the_averaged_generator(data_dir, runs, gan):
+    from classifiers.train import prepare
+    from data.runs import load_model_safely
+    from gan.quality import QualityJudge, sample
+
+    folder = os.path.join(runs, "default", "dcgan")
+    ema, raw = (load_model_safely(os.path.join(folder, f)) for f in ("generator.keras", "generator_raw.keras"))
+    assert any(not np.allclose(a, b) for a, b in zip(ema.get_weights(), raw.get_weights()))
+    cfg = gan_cli.resolve_config(gan_cli.parse_args(["--data-dir", data_dir, "--runs-dir", runs] + TINY))
+    _, (x, y), (xv, yv) = prepare(cfg, log=lambda *a: None)
+    judge = QualityJudge(runs, "default", x[y == 0], xv[yv == 0], cfg["seed"], log=lambda *a: None)
+    kid_of = {name: judge.kid_of(sample(g, cfg["latent_dim"], seed=cfg["seed"] + 1))["kit"][0]
+              for name, g in (("ema", ema), ("raw", raw))}
+    recorded = gan["quality"]["spaces"]["kit"]["generator"][0]
+    assert recorded == pytest.approx(kid_of["ema"], rel=1e-4) and recorded != pytest.approx(kid_of["raw"], rel=1e-4)
+
+
+def tiny_gan(policy=(), ema_decay=0.9, size=16, latent=8):
+    from gan.dcgan import DCGAN
+    from gan.models import build_discriminator, build_generator
+
+    gan = DCGAN(build_generator(size, latent), build_discriminator(size), latent, seed=1, augment=policy,
+                ema_decay=ema_decay)
+    gan.compile()
+    return gan
+
+
+def test_diffaugment_reaches_reals_and_fakes_in_both_steps():
+    import tensorflow as tf
+
+    gan = tiny_gan(policy=("color", "translation", "cutout"))
+    seen = []
+    original = gan.discriminator_input
+
+    def spy(images):
+        out = original(images)
+        seen.append((images.numpy(), out.numpy()))
+        return out
+
+    gan.discriminator_input = spy
+    real = tf.constant(np.random.default_rng(0).uniform(-1, 1, (4, 16, 16, 3)).astype("float32"))
+    gan.train_step(real)  # eagerly: one discriminator step, one generator step
+    assert len(seen) == 2
+    for images, augmented in seen:
+        assert images.shape[0] == 8 and np.array_equal(images[:4], real.numpy())  # reals, then fakes
+        for half in (slice(0, 4), slice(4, 8)):
+            per_image = np.abs(augmented[half] - images[half]).reshape(4, -1).max(axis=1)
+            assert (per_image > 1e-3).all(), "an image reached D un-augmented"
+
+
+def test_diffaugment_is_differentiable_down_to_the_generator():
+    import tensorflow as tf
+
+    from gan.augment import OPERATIONS, diff_augment
+
+    import keras
+
+    seed = keras.random.SeedGenerator(3)
+    x = tf.Variable(np.random.default_rng(1).uniform(-1, 1, (4, 16, 16, 3)).astype("float32"))
+    for name in OPERATIONS:
+        with tf.GradientTape() as tape:
+            y = OPERATIONS[name](x, seed)
+            loss = tf.reduce_sum(y * y)
+        grad = tape.gradient(loss, x).numpy()
+        assert np.isfinite(grad).all() and np.abs(grad).sum() > 0, name
+    gan = tiny_gan(policy=tuple(OPERATIONS))
+    z = tf.random.normal((4, 8), seed=0)
+    with tf.GradientTape() as tape:
+        logits = gan.discriminator(diff_augment(gan.generator(z, training=True), seed), training=True)
+        loss = tf.reduce_mean(logits)
+    grads = tape.gradient(loss, gan.generator.trainable_variables)
+    assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads)
+    assert all(np.abs(g.numpy()).sum() > 0 for g in grads)
+
+
+def test_cutout_and_translation_do_what_they_say():
+    import keras
+    import tensorflow as tf
+
+    from gan.augment import cutout, translation
+
+    x = tf.ones((64, 16, 16, 3))
+    holes = 1 - cutout(x, keras.random.SeedGenerator(0)).numpy()[..., 0]
+    assert ((holes.sum(axis=(1, 2)) > 0) & (holes.sum(axis=(1, 2)) <= 64)).all()  # at most an 8x8 square
+    moved = translation(x, keras.random.SeedGenerator(0)).numpy()[..., 0]
+    # a shift of at most 2 px brings in at most 2 zero rows and 2 zero columns, and keeps the centre
+    assert (moved[:, 2:14, 2:14] == 1).all() and ((moved == 0).sum(axis=(1, 2)) <= 2 * 16 + 2 * 16).all()
+
+
+def test_the_averaged_generator_follows_the_trained_one_and_draws_the_samples(tmp_path):
+    import tensorflow as tf
+    from PIL import Image
+
+    from gan.dcgan import SampleGrid, grid, to_uint8
+
+    gan = tiny_gan(ema_decay=0.9)
+    before = gan.generator.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(before, gan.ema_generator.get_weights()))
+    gan.train_step(tf.constant(np.random.default_rng(0).uniform(-1, 1, (4, 16, 16, 3)).astype("float32")))
+    decay = min(0.9, 2 / 11)  # after the first generator step: (1 + t) / (10 + t) with t = 1
+    after, ema = gan.generator.get_weights(), gan.ema_generator.get_weights()
+    for w0, w1, e in zip(before, after, ema):
+        np.testing.assert_allclose(e, decay * w0 + (1 - decay) * w1, rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(a, e) for a, e in zip(after, ema))
+    z = np.random.default_rng(2).normal(size=(8, 8)).astype("float32")
+    callback = SampleGrid(z, str(tmp_path / "logs"), str(tmp_path / "png"))
+    callback.set_model(gan)
+    callback.on_epoch_end(0)
+    picture = np.asarray(Image.open(tmp_path / "png" / "step_000001.png"))
+    np.testing.assert_array_equal(picture, grid(to_uint8(gan.ema_generator(z, training=False))))
+    assert not np.array_equal(picture, grid(to_uint8(gan.generator(z, training=False))))
+
+
+def test_a_minute_budget_stops_between_rounds(tiny_faces, tmp_path):
+    runs = str(tmp_path / "runs")
+    gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--gan-steps", "30", "--sample-every", "3",
+                  "--gan-minutes", "0.00001", "--stage", "gan"] + TINY)
+    info = read_run(os.path.join(runs, "default", "dcgan"))
+    assert info["stopped_by"] == "minutes" and info["steps_completed"] == 3  # one round, then the budget ran out
 
 
 def test_the_gan_trains_on_training_real_images_only(tiny_faces, tmp_path):
     runs = str(tmp_path / "runs")
-    gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--gan-epochs", "1", "--stage", "gan"] + TINY)
+    gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--gan-steps", "1", "--stage", "gan"] + TINY)
     info = read_run(os.path.join(runs, "default", "dcgan"))
     split = json.load(open(os.path.join(runs, "default", "split.json")))
     real_train = [f for f in split["files"] if f["split"] == "train" and f["label"] == 0]
@@ -72,23 +212,31 @@ def test_checkpoint_holds_both_networks_and_both_optimizers(tmp_path):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(va), keras.ops.convert_to_numpy(vb))
 
 
-def test_interrupted_gan_resumes_from_its_checkpoint(tiny_faces, tmp_path):
+def test_a_gan_interrupted_mid_budget_resumes_and_finishes_it(tiny_faces, tmp_path):
     runs = str(tmp_path / "runs")
-    cmd = [sys.executable, "-m", "gan.train", "--stage", "gan", "--data-dir", tiny_faces, "--runs-dir", runs] + TINY
+    cmd = [sys.executable, "-m", "gan.train", "--stage", "gan", "--data-dir", tiny_faces, "--runs-dir", runs,
+           "--gan-steps", "60", "--sample-every", "2", "--gan-minutes", "0"] + TINY
     progress = os.path.join(runs, "default", ".dcgan.partial", "progress.json")
-    kill_when(cmd + ["--gan-epochs", "200"], lambda: epochs_recorded(progress) >= 2, ROOT)
+    kill_when(cmd, lambda: epochs_recorded(progress) >= 2, ROOT)
     assert not os.path.exists(os.path.join(runs, "default", "dcgan"))
     done = epochs_recorded(progress)
-    again = subprocess.run(cmd + ["--gan-epochs", str(done + 1)], cwd=ROOT, capture_output=True, text=True)
+    assert done < 30, "the GAN finished before it could be interrupted"
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)  # the same command, the same budget
     assert again.returncode == 0, again.stderr
-    assert "dcgan: resuming from epoch" in again.stdout and "both optimizers" in again.stdout
+    assert "dcgan: resuming from round" in again.stdout and "both optimizers" in again.stdout
     info = read_run(os.path.join(runs, "default", "dcgan"))
-    assert info["epochs_completed"] == done + 1 and info["resumed_from_epoch"] >= 1
+    assert info["steps_completed"] == 60 and info["resumed_from_round"] >= 1
+    assert [h["steps"] for h in info["history"]] == list(range(2, 61, 2))
 
 
 def test_finetune_without_a_gan_is_a_clear_error(tiny_faces, tmp_path):
     with pytest.raises(UserError, match="needs a trained GAN"):
         gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", str(tmp_path), "--stage", "finetune"] + TINY)
+
+
+def test_an_unknown_diffaugment_operation_is_named(tiny_faces, tmp_path):
+    with pytest.raises(UserError, match="unknown operation.*rotate"):
+        gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", str(tmp_path), "--diffaugment", "color,rotate"] + TINY)
 
 
 def test_image_size_must_suit_the_dcgan(tiny_faces, tmp_path):
