@@ -242,3 +242,26 @@ def test_an_unknown_diffaugment_operation_is_named(tiny_faces, tmp_path):
 def test_image_size_must_suit_the_dcgan(tiny_faces, tmp_path):
     with pytest.raises(UserError, match="power of two"):
         gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", str(tmp_path), "--image-size", "48"])
+
+
+def test_inception_weights_are_found_locally_or_their_absence_said(tmp_path, monkeypatch):
+    from gan.quality import INCEPTION_FILE, inception_weights
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    path, why = inception_weights()
+    assert path is None and INCEPTION_FILE in why and "--inception-weights" in why
+    assert inception_weights(str(tmp_path / "nowhere.h5"))[1] == f"--inception-weights {tmp_path / 'nowhere.h5'} is not a file"
+    cached = tmp_path / "keras" / "models" / INCEPTION_FILE
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"weights")
+    assert inception_weights() == (str(cached), "")
+
+
+def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
+    from gan.quality import closer, kid
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 16)), rng.normal(size=(300, 16))
+    same, shifted = kid(a, b), kid(a, b + 1.0)
+    assert abs(same[0]) < 3 * same[1] + 1e-3 and shifted[0] > 10 * max(same[1], 1e-3)
+    assert closer(0.2, 0.0, 1.0) == pytest.approx(5.0) and closer(-0.1, 0.0, 1.0) == float("inf")
