@@ -51,8 +51,9 @@ def probabilities(model, x, tta=False, batch_size=BATCH):
     return p
 
 
-def predict_files(model, info, files, tta=False):
-    """Yield (path, p_fake or None, error or None) for each file, decoding in batches."""
+def predict_files(model, info, files, tta=False, saliency_dir=None):
+    """Yield (path, p_fake or None, error or None) for each file, decoding in batches; saliency_dir: also
+    write each image's SmoothGrad figure there (compare/saliency.py), named after the image."""
     from data.pipeline import fit_square
     from data.scan import BadImage, read_rgb
 
@@ -68,8 +69,23 @@ def predict_files(model, info, files, tta=False):
             except BadImage as e:
                 results.append((path, None, str(e)))
         probs = probabilities(model, np.stack(arrays), tta) if arrays else []
+        if saliency_dir and arrays:
+            write_saliency(model, info, np.stack(arrays), probs, [r for r in results if r[1] is not None], saliency_dir)
         for path, idx, error in results:
             yield path, (float(probs[idx]) if idx is not None else None), error
+
+
+def write_saliency(model, info, images, probs, results, folder):
+    from compare import saliency
+
+    os.makedirs(folder, exist_ok=True)
+    maps = saliency.saliency_maps(model, images)
+    threshold = float(info.get("threshold") or 0.5)
+    for path, idx, _ in results:
+        verdict = "fake" if probs[idx] >= threshold else "real"
+        out = os.path.join(folder, os.path.splitext(os.path.basename(path))[0] + ".saliency.png")
+        saliency.figure(images[idx:idx + 1], maps[idx:idx + 1], [f"p {probs[idx]:.2f}: {verdict}"],
+                        f"{info.get('model', 'model')}: {os.path.basename(path)}", out)
 
 
 def main(argv=None):
@@ -78,12 +94,14 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--threshold", type=float, help="override the run's threshold")
     p.add_argument("--tta", action="store_true", help="average each image with its mirror image (2x the time)")
+    p.add_argument("--saliency", metavar="DIR",
+                   help="also write, per image, where the detector looks (SmoothGrad) to DIR/NAME.saliency.png")
     p.add_argument("paths", nargs="+", metavar="PATH", help="images or folders of images")
     args = p.parse_args(argv)
     model, info = load_detector(args.run)
     threshold = args.threshold if args.threshold is not None else float(info.get("threshold") or 0.5)
     failures = 0
-    for path, prob, error in predict_files(model, info, collect(args.paths), args.tta):
+    for path, prob, error in predict_files(model, info, collect(args.paths), args.tta, args.saliency):
         if error:
             failures += 1
             print(f"error: {path}: {error}", file=sys.stderr)
@@ -97,6 +115,8 @@ def main(argv=None):
             print(f"{prob:.4f}  {verdict}  {path}")
     if failures:
         print(f"{failures} file(s) could not be judged", file=sys.stderr)
+    if args.saliency:
+        print(f"saliency figures: {os.path.abspath(args.saliency)}", file=sys.stderr)
     return 1 if failures else 0
 
 

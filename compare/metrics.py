@@ -118,6 +118,12 @@ def evaluate(y, p, threshold=0.5, ci=True, seed=0):
     out["accuracy_at_threshold"] = chosen["accuracy"]
     out["balanced_accuracy_at_threshold"] = chosen["balanced_accuracy"]
     out["confusion_at_threshold"] = chosen["confusion"]
+    c = chosen["confusion"]
+    # one-class figures, defined for a fake-only or real-only set too: how many of its fakes are caught,
+    # how many of its reals are accused, at the threshold chosen on validation
+    out["fake_recall_at_threshold"] = float(c["tp"] / (c["tp"] + c["fn"])) if c["tp"] + c["fn"] else float("nan")
+    out["real_fpr_at_threshold"] = float(c["fp"] / (c["fp"] + c["tn"])) if c["fp"] + c["tn"] else float("nan")
+    out["mean_p_fake"] = float(p.mean()) if len(p) else float("nan")
     both = 0 < y.sum() < len(y)
     out.update({
         "roc_auc": roc_auc(y, p) if both else float("nan"),

@@ -32,11 +32,16 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m compare.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p, data=False)
-    p.add_argument("--test-dir", help="an external labelled folder (Real/, Fake/) for generalisation")
+    p.add_argument("--test-dir", action="append", metavar="[NAME=]DIR",
+                   help="an external folder (Real/ and/or Fake/: a fake-only or real-only set is allowed), "
+                        "e.g. stylegan3=/data/sg3; repeat for more sets; a bare DIR is named after the folder")
+    p.add_argument("--ensemble", metavar="A,B,C",
+                   help="the models the ensemble row averages (default: all of them, when there are two or more)")
     p.add_argument("--perturb", help="e.g. jpeg=50,blur=1.0,resize=0.5: robustness on perturbed test images")
     p.add_argument("--tta", action="store_true",
                    help="judge each image with its mirror image too (averaged): flip test-time augmentation")
     p.add_argument("--no-timing", action="store_true", help="skip the latency / throughput measurements")
+    p.add_argument("--no-saliency", action="store_true", help="skip the per-model saliency figures")
     return p.parse_args(argv)
 
 
@@ -65,11 +70,35 @@ def find_detectors(runs_dir, experiment, manifest):
     return detectors, skipped
 
 
-class ImageSets:
-    """Decoded image sets, cached by (which set, size, resize mode, perturbation)."""
+def parse_test_dirs(values):
+    """[(name, folder)] from NAME=DIR or a bare DIR (named after the folder); names must differ."""
+    out = []
+    for value in values or []:
+        name, sep, folder = value.partition("=")
+        if os.path.isdir(value) or not sep:
+            name, folder = os.path.basename(os.path.normpath(value)), value
+        if not os.path.isdir(folder):
+            raise UserError(f"--test-dir {value}: {folder} does not exist or is not a folder")
+        if name in dict(out) or name in ("test", "val") or not name:
+            raise UserError(f"--test-dir {value}: the set name {name!r} is taken; give each set its own NAME=DIR")
+        out.append((name, folder))
+    return out
 
-    def __init__(self, manifest, test_dir):
-        self.manifest, self.test_dir, self.cache, self.external_files = manifest, test_dir, {}, None
+
+class ImageSets:
+    """Decoded image sets ("test", "val" or an external set's name), cached by (set, size, mode, perturbation)."""
+
+    def __init__(self, manifest, test_dirs=()):
+        self.manifest, self.test_dirs, self.cache, self.external_files = manifest, dict(test_dirs), {}, {}
+
+    def _external(self, name):
+        if name not in self.external_files:
+            from data.scan import scan_folder
+
+            scan = scan_folder(self.test_dirs[name], one_class_ok=True)
+            print(f"external test set {name} ({self.test_dirs[name]}): {scan.summary()}")
+            self.external_files[name] = [(os.path.join(scan.root, r.path), r.label) for r in scan.images]
+        return self.external_files[name]
 
     def get(self, which, size, mode, perturbation=None):
         from data.pipeline import load_images, load_split
@@ -77,20 +106,14 @@ class ImageSets:
         key = (which, size, mode, perturbation)
         if key not in self.cache:
             fn = perturb.transform(*perturbation) if perturbation else None
-            if which == "test":
-                x, y, _ = load_split(self.manifest, "test", size, mode, transform=fn)
+            if which in ("test", "val"):
+                x, y, _ = load_split(self.manifest, which, size, mode, transform=fn)
             else:
-                if self.external_files is None:
-                    from data.scan import scan_folder
-
-                    scan = scan_folder(self.test_dir)
-                    print(f"external test set {self.test_dir}: {scan.summary()}")
-                    self.external_files = [(os.path.join(scan.root, r.path), r.label) for r in scan.images]
-                paths = [p for p, _ in self.external_files]
-                x, kept, failed = load_images(paths, size, mode, transform=fn)
+                files = self._external(which)
+                x, kept, failed = load_images([p for p, _ in files], size, mode, transform=fn)
                 for path, reason in failed:
                     print(f"warning: skipping {path}: {reason}", file=sys.stderr)
-                y = np.array([self.external_files[i][1] for i in kept], np.float32)
+                y = np.array([files[i][1] for i in kept], np.float32)
             self.cache[key] = (x, y)
         return self.cache[key]
 
@@ -113,30 +136,121 @@ def flat_hparams(name, info):
     return hp
 
 
+EXTERNAL_KEYS = ("roc_auc", "average_precision", "accuracy_at_threshold", "fake_recall_at_threshold",
+                 "real_fpr_at_threshold")
+INVERTED = "inverted: calls these fakes more real than the reals"
+
+
+def predict_all(detectors, sets, args):
+    """({model: {set key: P(fake)}}, {set key: labels}, {model: test images}); set keys are "test", "val",
+    "ext:NAME" and "perturbed:SPEC". Every model sees the same files in the same order at its own size."""
+    specs = perturb.parse_spec(args.perturb)
+    preds, labels, images = {}, {}, {}
+    for name, _, info, model in detectors:
+        size, mode = int(info["image_size"]), info.get("resize_mode", "resize")
+        looks = [("test", "test", None), ("val", "val", None)] + [(f"ext:{s}", s, None) for s in sets.test_dirs]
+        looks += [(f"perturbed:{perturb.label(*spec)}", "test", spec) for spec in specs]
+        preds[name] = {}
+        for key, which, spec in looks:
+            x, y = sets.get(which, size, mode, spec)
+            preds[name][key] = predict(model, x, args.tta)
+            labels.setdefault(key, y)
+            if key == "test":
+                images[name] = x
+    return preds, labels, images
+
+
+def judge(preds, labels, threshold):
+    """One model's (or the ensemble's) entry of metrics.json from its predictions."""
+    entry = {"test": M.evaluate(labels["test"], preds["test"], threshold)}
+    external = {k[4:]: M.evaluate(labels[k], preds[k], threshold) for k in preds if k.startswith("ext:")}
+    if external:
+        for m in external.values():
+            if m["roc_auc"] < 0.5:  # nan (one class) compares False
+                m["flag"] = INVERTED
+        entry["external"] = external
+        entry["external_mean"] = {k: float(np.nanmean([m[k] for m in external.values()]))
+                                  if any(m[k] == m[k] for m in external.values()) else float("nan")
+                                  for k in EXTERNAL_KEYS}
+        entry["generalisation_gap"] = entry["test"]["roc_auc"] - entry["external_mean"]["roc_auc"]
+    perturbed = {k[10:]: M.evaluate(labels[k], preds[k], threshold, ci=False) for k in preds if k.startswith("perturbed:")}
+    if perturbed:
+        entry["perturbed"] = perturbed
+    return entry
+
+
 def evaluate_all(detectors, sets, args):
     """metrics.json's models dict, plus the raw predictions the plots and tests need."""
-    specs = perturb.parse_spec(args.perturb)
+    preds, labels, images = predict_all(detectors, sets, args)
     models, raw = {}, {}
     for name, folder, info, model in detectors:
-        size, mode = int(info["image_size"]), info.get("resize_mode", "resize")
-        threshold = float(info.get("threshold") or 0.5)
-        x, y = sets.get("test", size, mode)
-        p = predict(model, x, args.tta)
-        entry = {"test": M.evaluate(y, p, threshold), "hyperparameters": flat_hparams(name, info)}
+        entry = judge(preds[name], labels, float(info.get("threshold") or 0.5))
+        entry["hyperparameters"] = flat_hparams(name, info)
         if not args.no_timing:
-            entry["costs"] = measure_costs(model, size, folder, info)
-        if args.test_dir:
-            xe, ye = sets.get("external", size, mode)
-            entry["external"] = M.evaluate(ye, predict(model, xe, args.tta), threshold)
-        if specs:
-            entry["perturbed"] = {}
-            for spec in specs:
-                xp, yp = sets.get("test", size, mode, spec)
-                entry["perturbed"][perturb.label(*spec)] = M.evaluate(yp, predict(model, xp, args.tta), threshold, ci=False)
+            entry["costs"] = measure_costs(model, int(info["image_size"]), folder, info)
         models[name] = entry
-        raw[name] = (y, p, entry["test"], x)
+        raw[name] = (labels["test"], preds[name]["test"], entry["test"], images[name])
         print(f"  {name}: test AUC {entry['test']['roc_auc']:.4f}")
+    members = ensemble_members(args.ensemble, list(models))
+    if members:
+        models[ENSEMBLE], raw[ENSEMBLE] = ensemble(members, preds, labels, models, images)
+        print(f"  {ENSEMBLE} (the mean of {len(members)} models): test AUC {models[ENSEMBLE]['test']['roc_auc']:.4f}")
     return models, raw
+
+
+ENSEMBLE = "ensemble"
+
+
+def ensemble_members(spec, names):
+    """The models the ensemble averages: --ensemble a,b,c, or all of them when there are two or more."""
+    if spec is None:
+        return names if len(names) >= 2 else []
+    members = [m.strip() for m in spec.split(",") if m.strip()]
+    unknown = [m for m in members if m not in names]
+    if unknown or len(members) < 2:
+        raise UserError(f"--ensemble {spec}: " + (f"no finished model named {', '.join(unknown)} (models: "
+                                                  f"{', '.join(names)})" if unknown else "name two models or more"))
+    return members
+
+
+def ensemble(members, preds, labels, models, images):
+    """The mean of the members' probabilities, judged like any model; its threshold chosen on validation
+    like theirs, its costs the sum of theirs (every member runs on every image)."""
+    from classifiers.metrics import youden_threshold
+
+    p = {k: np.mean([preds[n][k] for n in members], axis=0) for k in preds[members[0]]}
+    threshold = youden_threshold(labels["val"], p["val"])
+    entry = judge(p, labels, threshold)
+    entry["hyperparameters"] = {"model": ENSEMBLE, "members": ",".join(members), "image_size": 0,
+                                "precision": "mixed"}
+    costs = [models[n].get("costs") for n in members]
+    if all(costs):
+        entry["costs"] = {k: (None if any(c[k] is None for c in costs) else float(sum(c[k] for c in costs)))
+                          for k in ("params", "size_mb", "train_seconds", "latency_ms_b1")}
+        entry["costs"]["params"] = int(entry["costs"]["params"])
+        # members run one after another: throughput adds as harmonic, not arithmetic
+        entry["costs"]["throughput_b64"] = 1.0 / sum(1.0 / c["throughput_b64"] for c in costs)
+    return entry, (labels["test"], p["test"], entry["test"], images[members[0]])
+
+
+def saliency_figures(detectors, models, raw, out_dir):
+    """One SmoothGrad figure per model on the same test faces (real and fake, right and wrong by the
+    ensemble, or by the best model where there is no ensemble): {plot key: PNG path}."""
+    from compare import saliency
+
+    reference = ENSEMBLE if ENSEMBLE in raw else max(raw, key=lambda n: np.nan_to_num(models[n]["test"]["roc_auc"]))
+    y, p_ref = raw[reference][0], raw[reference][1]
+    faces = saliency.pick_faces(y, p_ref, models[reference]["test"]["threshold"])
+    out = {}
+    for name, _, _, model in detectors:
+        x, p, threshold = raw[name][3][faces], raw[name][1][faces], models[name]["test"]["threshold"]
+        captions = [f"{'fake' if y[i] else 'real'}: p {pi:.2f}\n{'right' if (pi >= threshold) == bool(y[i]) else 'WRONG'}"
+                    for i, pi in zip(faces, p)]
+        out[f"saliency_{name}"] = saliency.figure(
+            x, saliency.saliency_maps(model, x), captions,
+            f"{name}: where it looks (SmoothGrad; faces picked by {reference})",
+            os.path.join(out_dir, f"saliency_{name}.png"))
+    return out
 
 
 def pairwise(raw):
@@ -201,22 +315,15 @@ def markdown(report, plots):
             c = report["models"][n]["costs"]
             lines.append(f"| {n} | {c['params']:,} | {c['size_mb']:.2f} | {_fmt(c['train_seconds'], 0)} | "
                          f"{c['latency_ms_b1']:.2f} | {c['throughput_b64']:.0f} |")
-    for section, title in (("external", "External test set"), ("perturbed", "Robustness (perturbed test images)")):
-        rows = [(n, report["models"][n][section]) for n in report["ranking"] if section in report["models"][n]]
-        if not rows:
-            continue
-        lines += ["", f"## {title}", ""]
-        if section == "external":
-            lines += [f"`{report.get('test_dir')}`; kept apart from the test split's results.", "",
-                      "| model | images | roc_auc | accuracy | eer | tpr_at_fpr_5pct |", "|---|---|---|---|---|---|"]
-            lines += [f"| {n} | {e['images']} | {_fmt(e['roc_auc'])} | {_fmt(e['accuracy'])} | {_fmt(e['eer'])} | "
-                      f"{_fmt(e['tpr_at_fpr_5pct'])} |" for n, e in rows]
-        else:
-            specs = list(rows[0][1])
-            lines += ["AUC on the test split after each perturbation (clean AUC first).", "",
-                      "| model | clean | " + " | ".join(specs) + " |", "|---" * (len(specs) + 2) + "|"]
-            lines += [f"| {n} | {_fmt(report['models'][n]['test']['roc_auc'])} | "
-                      + " | ".join(_fmt(e[s]["roc_auc"]) for s in specs) + " |" for n, e in rows]
+    lines += external_markdown(report)
+    rows = [(n, report["models"][n]["perturbed"]) for n in report["ranking"] if "perturbed" in report["models"][n]]
+    if rows:
+        specs = list(rows[0][1])
+        lines += ["", "## Robustness (perturbed test images)", "",
+                  "AUC on the test split after each perturbation (clean AUC first).", "",
+                  "| model | clean | " + " | ".join(specs) + " |", "|---" * (len(specs) + 2) + "|"]
+        lines += [f"| {n} | {_fmt(report['models'][n]['test']['roc_auc'])} | "
+                  + " | ".join(_fmt(e[s]["roc_auc"]) for s in specs) + " |" for n, e in rows]
     lines += S.markdown(report["seed_groups"], report["seed_pairs"])
     if report["skipped"]:
         lines += ["", "## Runs not reported", ""] + [f"- `{n}`: {why}" for n, why in report["skipped"]]
@@ -224,8 +331,56 @@ def markdown(report, plots):
     return "\n".join(lines) + "\n"
 
 
+def external_markdown(report):
+    sets = list(report.get("test_dirs") or {})
+    if not sets:
+        return []
+    lines = ["", "## Other generators and photos (external sets)", "",
+             "Each set apart from the test split: " + "; ".join(f"`{n}` = `{d}`" for n, d in report["test_dirs"].items())
+             + ". Per set: AUC, average precision, accuracy, recall on its fakes and false-positive rate on its "
+             "reals, the last three at each model's validation threshold. A fake-only or real-only set has "
+             "no AUC. **Inverted** marks AUC below 0.5: the detector calls these fakes more real than the reals.",
+             "", "| model | " + " | ".join(f"{s}: AUC | AP | acc@t | fakes caught | reals accused" for s in sets)
+             + " | mean AUC | test AUC - mean |", "|---" * (5 * len(sets) + 3) + "|"]
+    for name in report["ranking"]:
+        e = report["models"][name]
+        cells = []
+        for s in sets:
+            m = e["external"][s]
+            auc = _fmt(m["roc_auc"], 3) + (" **inverted**" if m.get("flag") else "")
+            cells += [auc, _fmt(m["average_precision"], 3), _fmt(m["accuracy_at_threshold"], 3),
+                      _fmt(m["fake_recall_at_threshold"], 3), _fmt(m["real_fpr_at_threshold"], 3)]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(e['external_mean']['roc_auc'], 3)} | "
+                     f"{_fmt(e['generalisation_gap'], 3)} |")
+    flagged = [f"- `{n}` on `{s}`: AUC {m['roc_auc']:.3f}, {m['flag']}" for n in report["ranking"]
+               for s, m in report["models"][n]["external"].items() if m.get("flag")]
+    return lines + ([""] + flagged if flagged else [])
+
+
+def external_terminal(report):
+    sets = list(report.get("test_dirs") or {})
+    if not sets:
+        return ""
+    width = max(len(n) for n in report["ranking"]) + 1
+    head = f"{'AUC / fakes caught / reals accused':<{width}}" + "".join(f" {s[:20]:>21}" for s in sets)
+    rows = [head + f" {'mean AUC':>9} {'gap':>7}", "-" * (len(head) + 18)]
+    for name in report["ranking"]:
+        e = report["models"][name]
+        cells = ""
+        for s in sets:
+            m = e["external"][s]
+            cell = f"{_fmt(m['roc_auc'], 2)}/{_fmt(m['fake_recall_at_threshold'], 2)}/{_fmt(m['real_fpr_at_threshold'], 2)}"
+            cells += f" {(cell + ('!' if m.get('flag') else '')):>21}"
+        rows.append(f"{name:<{width}}{cells} {_fmt(e['external_mean']['roc_auc'], 3):>9} "
+                    f"{_fmt(e['generalisation_gap'], 3):>7}")
+    flagged = [f"{n} on {s}: AUC {m['roc_auc']:.3f}, {m['flag']}" for n in report["ranking"]
+               for s, m in report["models"][n]["external"].items() if m.get("flag")]
+    return "\n".join(rows + [f"! {f}" for f in flagged])
+
+
 def write_csv(report, path):
-    keys = TABLE_KEYS + ["accuracy_at_threshold", "threshold", "images"]
+    keys = TABLE_KEYS + ["accuracy_at_threshold", "fake_recall_at_threshold", "real_fpr_at_threshold", "threshold",
+                         "images"]
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
@@ -233,8 +388,8 @@ def write_csv(report, path):
         for name in report["ranking"]:
             entry = report["models"][name]
             w.writerow([name, "test"] + [entry["test"][k] for k in keys])
-            if "external" in entry:
-                w.writerow([name, "external"] + [entry["external"][k] for k in keys])
+            for set_name, m in entry.get("external", {}).items():
+                w.writerow([name, f"external:{set_name}"] + [m[k] for k in keys])
             for spec, m in entry.get("perturbed", {}).items():
                 w.writerow([name, f"perturbed:{spec}"] + [m[k] for k in keys])
     os.replace(tmp, path)
@@ -254,6 +409,13 @@ def write_tensorboard(report, raw, plots, logdir):
             hp_api.hparams(entry["hyperparameters"], trial_id=name)
             for k in TABLE_KEYS:
                 tf.summary.scalar(f"test/{k}", entry["test"][k], step=0)
+            for set_name, m in entry.get("external", {}).items():
+                for k in EXTERNAL_KEYS:
+                    if m[k] == m[k]:
+                        tf.summary.scalar(f"external/{set_name}/{k}", m[k], step=0)
+            mean_auc = entry.get("external_mean", {}).get("roc_auc")
+            if mean_auc is not None and mean_auc == mean_auc:  # the HParams table's column
+                tf.summary.scalar("external/mean_roc_auc", mean_auc, step=0)
             for k, v in entry.get("costs", {}).items():
                 if v is not None:
                     tf.summary.scalar(f"cost/{k}", float(v), step=0)
@@ -295,8 +457,7 @@ def main(argv=None):
     split_path = os.path.join(exp, "split.json")
     if not os.path.exists(split_path):
         raise UserError(f"no experiment at {exp} (no split.json): train a model first")
-    if args.test_dir and not os.path.isdir(args.test_dir):
-        raise UserError(f"--test-dir {args.test_dir} does not exist or is not a folder")
+    test_dirs = parse_test_dirs(args.test_dir)
     perturb.parse_spec(args.perturb)  # fail on a bad spec before any work
     manifest = load_manifest(split_path)
     detectors, skipped = find_detectors(args.runs_dir, args.experiment, manifest)
@@ -305,7 +466,7 @@ def main(argv=None):
     if not detectors:
         raise UserError(f"no finished detector runs to compare in {exp}")
     print(f"comparing {len(detectors)} model(s) on the test split of {exp}")
-    sets = ImageSets(manifest, args.test_dir)
+    sets = ImageSets(manifest, test_dirs)
     models, raw = evaluate_all(detectors, sets, args)
     ranking = sorted(models, key=lambda n: -np.nan_to_num(models[n]["test"]["roc_auc"], nan=-1))
     out_dir = os.path.join(exp, "report")
@@ -315,8 +476,10 @@ def main(argv=None):
              "confusion": P.confusion_plot(results, os.path.join(out_dir, "confusion.png")),
              "reliability": P.reliability_plot(results, os.path.join(out_dir, "reliability.png")),
              "mistakes": P.mistakes_plot(results, {n: raw[n][3] for n in ranking}, os.path.join(out_dir, "mistakes.png"))}
+    if not args.no_saliency:
+        plots.update(saliency_figures(detectors, models, raw, out_dir))
     report = {"experiment": args.experiment, "split_fingerprint": manifest["fingerprint"],
-              "test_images": int(len(raw[ranking[0]][0])), "test_dir": args.test_dir, "perturb": args.perturb, "tta": args.tta,
+              "test_images": int(len(raw[ranking[0]][0])), "test_dirs": dict(test_dirs), "perturb": args.perturb, "tta": args.tta,
               "ranking": ranking, "models": models, "pairwise": pairwise(raw), "skipped": skipped}
     report["seed_groups"], report["seed_pairs"] = S.summarise(models)
     report["markdown"] = markdown(report, plots)
@@ -331,6 +494,9 @@ def main(argv=None):
     print()
     print(terminal_table(report))
     print()
+    if test_dirs:
+        print(external_terminal(report))
+        print()
     if report["seed_groups"]:
         print(S.terminal(report["seed_groups"], report["seed_pairs"]))
         print()

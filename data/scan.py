@@ -171,8 +171,9 @@ def _inspect(path):
     return hashlib.sha256(data).hexdigest(), img.width, img.height, phash
 
 
-def find_class_folders(root):
-    """{label: folder} for the Real/ and Fake/ sub-folders of root, in any letter case."""
+def find_class_folders(root, one_class_ok=False):
+    """{label: folder} for the Real/ and Fake/ sub-folders of root, in any letter case (one_class_ok: at
+    least one of the two; a test set of one generator's fakes alone is still a test set)."""
     if not os.path.isdir(root):
         raise UserError(f"data folder {root} does not exist or is not a folder")
     found = {}
@@ -185,7 +186,7 @@ def find_class_folders(root):
                             f"({os.path.basename(found[label])} and {name})")
         found[label] = os.path.join(root, name)
     missing = [LABEL_NAMES[l].capitalize() + "/" for l in (REAL, FAKE) if l not in found]
-    if missing:
+    if missing and not (one_class_ok and found):
         raise UserError(f"{root}: no {' or '.join(missing)} folder; expected Real/ and Fake/ "
                         "sub-folders holding the images")
     return found
@@ -267,12 +268,13 @@ def _progress(done, total, label):
         print(f"\r{label}: {done:,}/{total:,} images", end=end, file=sys.stderr, flush=True)
 
 
-def scan_folder(root, cache_path=None, workers=None):
+def scan_folder(root, cache_path=None, workers=None, one_class_ok=False):
     """Validate every file under root/Real and root/Fake. Never raises for a bad image."""
     root = os.path.abspath(root)
     scan = Scan(root=root)
     candidates = []
-    for label, folder in sorted(find_class_folders(root).items()):
+    folders = find_class_folders(root, one_class_ok)
+    for label, folder in sorted(folders.items()):
         for path in list_files(folder):
             rel = os.path.relpath(path, root).replace(os.sep, "/")
             if _is_system_file(os.path.basename(path)):
@@ -299,7 +301,7 @@ def scan_folder(root, cache_path=None, workers=None):
         scan.images.append(ImageRecord(rel, label, result["sha256"], result["width"], result["height"],
                                        bits.astype(bool)))
     for label, name in LABEL_NAMES.items():
-        if not any(r.label == label for r in scan.images):
+        if label in folders and not any(r.label == label for r in scan.images):
             raise UserError(f"{root}: the {name.capitalize()}/ folder has no usable images "
                             f"({sum(1 for _, _, l in candidates if l == label)} files tried)")
     return scan

@@ -60,4 +60,4 @@ def test_corpus_through_scan_training_predict_and_compare(tiny_faces, tmp_path):
     compared = run(["compare.report", "--runs-dir", runs, "--test-dir", str(external), "--no-timing"])
     assert compared.returncode == 0 and "Traceback" not in compared.stderr, compared.stderr
     metrics = json.load(open(os.path.join(runs, "default", "report", "metrics.json")))
-    assert metrics["models"]["baseline"]["external"]["images"] == 5 + used
+    assert metrics["models"]["baseline"]["external"]["external"]["images"] == 5 + used  # the set takes its folder name

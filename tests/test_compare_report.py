@@ -42,13 +42,18 @@ def test_report_compares_refuses_and_skips(experiment, tmp_path, capsys):
                             "--perturb", "jpeg=50,blur=1.0,resize=0.5"]) == 0
     out_dir = os.path.join(exp, "report")
     metrics = json.load(open(os.path.join(out_dir, "metrics.json")))
-    assert set(metrics["models"]) == {"baseline", "baseline-copy"}
+    assert set(metrics["models"]) == {"baseline", "baseline-copy", "ensemble"}
     for entry in metrics["models"].values():
         assert {"roc_auc", "accuracy", "eer", "tpr_at_fpr_1pct", "tpr_at_fpr_5pct", "log_loss", "brier", "ece",
                 "balanced_accuracy", "f1", "average_precision", "roc_auc_ci95"} <= set(entry["test"])
-        assert entry["external"]["images"] == 10  # the junk file is left out
+        assert entry["external"]["external"]["images"] == 10  # the set is named after its folder; junk left out
         assert set(entry["perturbed"]) == {"jpeg=50", "blur=1", "resize=0.5"}
         assert entry["costs"]["latency_ms_b1"] > 0 and entry["costs"]["params"] > 0
+    # the ensemble of two identical models is that model: the mean of equal probabilities
+    base, ens = metrics["models"]["baseline"], metrics["models"]["ensemble"]
+    assert ens["hyperparameters"]["members"] == "baseline,baseline-copy"
+    assert ens["test"]["roc_auc"] == base["test"]["roc_auc"] and ens["test"]["brier"] == pytest.approx(base["test"]["brier"])
+    assert ens["costs"]["params"] == 2 * base["costs"]["params"]
     # identical models: the same predictions, so their difference is exactly noise-free zero
     pair = metrics["pairwise"]["baseline vs baseline-copy"]
     assert pair["auc"]["auc_difference"] == 0 and pair["verdict"] == "within noise"
@@ -56,11 +61,14 @@ def test_report_compares_refuses_and_skips(experiment, tmp_path, capsys):
     assert "another split" in skipped["other-split"] and "truncated" in skipped["broken"]
     md = open(os.path.join(out_dir, "report.md")).read()
     assert "## Runs not reported" in md and "other-split" in md and "![roc](roc.png)" in md
-    for png in ("roc.png", "confusion.png", "reliability.png", "mistakes.png"):
+    for png in ("roc.png", "confusion.png", "reliability.png", "mistakes.png", "saliency_baseline.png",
+                "saliency_baseline-copy.png"):
         assert os.path.getsize(os.path.join(out_dir, png)) > 1000
+    assert "![saliency_baseline](saliency_baseline.png)" in md
     rows = list(csv.reader(open(os.path.join(out_dir, "metrics.csv"))))
-    assert rows[0][:3] == ["model", "set", "roc_auc"] and len(rows) == 1 + 2 * (1 + 1 + 3)
-    assert sorted(os.listdir(os.path.join(out_dir, "tensorboard", "models"))) == ["baseline", "baseline-copy"]
+    assert rows[0][:3] == ["model", "set", "roc_auc"] and len(rows) == 1 + 3 * (1 + 1 + 3)
+    assert sorted(os.listdir(os.path.join(out_dir, "tensorboard", "models"))) == ["baseline", "baseline-copy",
+                                                                                   "ensemble"]
     printed = capsys.readouterr()
     assert "baseline" in printed.out and "report:" in printed.out and "tensorboard --logdir" in printed.out
     assert "skipping other-split" in printed.err
@@ -75,3 +83,77 @@ def test_bad_arguments(experiment, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "compare.report", "--runs-dir", runs, "--experiment", "x",
                            "--test-dir", str(tmp_path / "missing")], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_many_external_sets_one_of_them_fake_only_in_one_table(experiment, tiny_faces, tmp_path, capsys):
+    runs, exp = experiment
+    both = make_dataset_dir(tmp_path / "photos", n_real=5, n_fake=5, size=40)
+    fakes_only = tmp_path / "sd-fakes"
+    shutil.copytree(os.path.join(tiny_faces, "Fake"), fakes_only / "Fake")
+    swapped = tmp_path / "swapped"  # the training faces with their labels swapped: an AUC of 1 - AUC
+    shutil.copytree(os.path.join(tiny_faces, "Real"), swapped / "Fake")
+    shutil.copytree(os.path.join(tiny_faces, "Fake"), swapped / "Real")
+    assert report_cli.main(["--runs-dir", runs, "--experiment", "x", "--no-timing", "--ensemble", "baseline,baseline-copy",
+                            "--test-dir", both, "--test-dir", f"diffusion={fakes_only}",
+                            "--test-dir", f"swapped={swapped}"]) == 0
+    metrics = json.load(open(os.path.join(exp, "report", "metrics.json")))
+    assert metrics["test_dirs"] == {"photos": both, "diffusion": str(fakes_only), "swapped": str(swapped)}
+    for name, entry in metrics["models"].items():
+        ext = entry["external"]
+        assert set(ext) == {"photos", "diffusion", "swapped"}
+        assert ext["diffusion"]["images"] == ext["diffusion"]["fake_images"] == len(os.listdir(fakes_only / "Fake"))
+        assert ext["diffusion"]["roc_auc"] != ext["diffusion"]["roc_auc"]  # one class: no AUC (nan)...
+        assert 0 <= ext["diffusion"]["fake_recall_at_threshold"] <= 1  # ...but the share of its fakes caught
+        assert ext["diffusion"]["real_fpr_at_threshold"] != ext["diffusion"]["real_fpr_at_threshold"]
+        for m in ext.values():
+            assert ("flag" in m) == (m["roc_auc"] < 0.5)
+        aucs = [ext["photos"]["roc_auc"], ext["swapped"]["roc_auc"]]
+        assert entry["external_mean"]["roc_auc"] == pytest.approx(sum(aucs) / 2)
+        assert entry["generalisation_gap"] == pytest.approx(entry["test"]["roc_auc"] - sum(aucs) / 2)
+    printed = capsys.readouterr().out
+    assert "reals accused" in printed and "diffusion" in printed and "swapped" in printed
+    md = open(os.path.join(exp, "report", "report.md")).read()
+    assert "| model | photos: AUC | AP | acc@t | fakes caught | reals accused | diffusion: AUC" in md
+
+
+def test_an_inverted_set_is_flagged_in_words_and_the_ensemble_is_the_mean():
+    import numpy as np
+
+    y = np.array([0, 0, 0, 1, 1, 1], np.float32)
+    labels = {"test": y, "val": y, "ext:sd": y}
+    a = {"test": np.array([.1, .2, .3, .7, .8, .9]), "val": np.array([.1, .2, .3, .7, .8, .9]),
+         "ext:sd": np.array([.9, .8, .6, .3, .2, .1])}  # calls the fakes more real than the reals
+    b = {k: np.clip(v + 0.05, 0, 1) for k, v in a.items()}
+    entry = report_cli.judge(a, labels, 0.5)
+    assert entry["external"]["sd"]["roc_auc"] == 0.0
+    assert entry["external"]["sd"]["flag"] == "inverted: calls these fakes more real than the reals"
+    models = {"a": {"test": {}}, "b": {"test": {}}}
+    ens, raw = report_cli.ensemble(["a", "b"], {"a": a, "b": b}, labels, models, {"a": None})
+    np.testing.assert_allclose(raw[1], (a["test"] + b["test"]) / 2)
+    assert ens["test"]["brier"] == pytest.approx(float(np.mean(((a["test"] + b["test"]) / 2 - y) ** 2)))
+
+
+def test_saliency_works_for_any_detector_a_backbone_too():
+    import numpy as np
+
+    from classifiers.backbones import build_backbone_detector
+    from compare.saliency import pick_faces, saliency_maps
+
+    _, model = build_backbone_detector("mobilenetv3small", 32, "none")
+    x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    maps = saliency_maps(model, x, samples=2)
+    assert maps.shape == (3, 32, 32) and np.isfinite(maps).all() and 0 <= maps.min() and maps.max() <= 1
+    assert (maps.reshape(3, -1).max(axis=1) > 0.3).all()  # every image has somewhere the gradient is strong
+    y, p = np.array([0, 0, 0, 1, 1, 1]), np.array([.1, .9, .2, .8, .3, .95])
+    assert pick_faces(y, p, 0.5, per_kind=1) == [0, 1, 5, 4]  # real right, real wrong, fake right, fake wrong
+
+
+def test_predict_writes_a_saliency_figure_per_image(experiment, tiny_faces, tmp_path):
+    from classifiers import predict
+
+    runs, exp = experiment
+    images = sorted(os.listdir(os.path.join(tiny_faces, "Fake")))[:2]
+    out = tmp_path / "why"
+    assert predict.main(["--run", os.path.join(exp, "baseline"), "--saliency", str(out)]
+                        + [os.path.join(tiny_faces, "Fake", f) for f in images]) == 0
+    assert sorted(os.listdir(out)) == sorted(os.path.splitext(f)[0] + ".saliency.png" for f in images)
