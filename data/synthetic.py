@@ -1,10 +1,17 @@
 """The embedded default dataset: drawn faces, generated deterministically in seconds, no download.
 
-Real images are faces drawn at full resolution with natural-image (1/f) texture and sensor noise. Fake
-images are the same kind of face drawn at half resolution and brought up by a small fixed random
-transposed-convolution upsampler, the last layer of a typical GAN generator: it leaves the period-2
-checkerboard and spectral peaks that real GAN detectors learn. Colour, brightness, noise and JPEG quality
-come from the same distributions in both classes, so no trivial statistic separates them (a test checks).
+Every face is drawn at twice the size with natural-image (1/f) texture and averaged down (natural
+anti-aliasing). A real image is that face plus sensor noise. A fake is the same face rebuilt the way a
+GAN's last layer would, from a half-resolution version by a small fixed random transposed-convolution
+upsampler (the period-2 checkerboard and spectral peaks real GAN detectors learn), blended with the clean
+face at a strength drawn per image: some fakes carry a strong fingerprint, some a faint one, so a
+detector has something to learn and something to miss. Colour, brightness, noise and JPEG quality come
+from the same distributions in both classes, so no trivial statistic separates them (a test checks).
+
+Other families, for external test sets (`python -m data.synthetic DEST --family NAME`):
+  other-upsampler  the same kind of generator with other weights (another fingerprint, same family);
+  sharpened        fakes that are over-sharpened full-resolution faces, no upsampling at all: the other
+                   family's artefact, which a detector of upsampling blur can find *more* real than real.
 It is a smoke test for the pipeline, not a substitute for real faces.
 """
 import io
@@ -21,7 +28,11 @@ IMAGES_PER_CLASS = 360
 NEAR_COPY_SHARE = 0.05  # images that also appear flipped and re-encoded, as in padded face datasets
 JPEG_QUALITY = (70, 95)
 GENERATOR_SEED = 7  # the fake "generator's" weights: one fingerprint shared by every fake
-VERSION = "1"
+OTHER_GENERATOR_SEED = 11
+FINGERPRINT_STRENGTH = (0.4, 1.6)  # per fake, uniform: the share of the upsampled rebuild in the blend
+SHARPEN_AMOUNT = (0.4, 0.9)  # the sharpened family's unsharp-mask strength, per fake
+FAMILIES = ("upsampler", "other-upsampler", "sharpened")
+VERSION = "2"  # 2: fakes blended with the clean face at a random strength
 MARKER = "EMBEDDED-DEFAULT.txt"
 
 
@@ -84,16 +95,18 @@ class Upsampler:
     checkerboard. The phase gains average to one, so the mean colour is unchanged.
     """
 
-    def __init__(self, seed=GENERATOR_SEED):
+    def __init__(self, seed=GENERATOR_SEED, fingerprint=True, phase_pattern=((1, -1), (-1, 1))):
         rng = np.random.default_rng(seed)
         base = np.outer([0.5, 1, 0.5], [0.5, 1, 0.5])
-        self.kernel = base[:, :, None, None] * np.eye(3)[None, None] + rng.normal(0, 0.04, (3, 3, 3, 3))
+        # fingerprint=False: the plain bilinear upsampler, the reference the artefact is measured against
+        noise = rng.normal(0, 0.04, (3, 3, 3, 3)) if fingerprint else 0
+        self.kernel = base[:, :, None, None] * np.eye(3)[None, None] + noise
         for py in (0, 1):  # normalise each output phase's gain to 1 +- a small fixed offset
             for px in (0, 1):
                 taps = self.kernel[py::2 if py == 0 else 2, px::2 if px == 0 else 2]
                 gain = taps.sum(axis=(0, 1, 2))
                 taps /= gain[None, None, None, :]
-        self.phase_gain = 1 + np.array([[0.025, -0.025], [-0.025, 0.025]])
+        self.phase_gain = 1 + 0.025 * np.array(phase_pattern, float) * fingerprint
 
     def __call__(self, img):
         h, w, _ = img.shape
@@ -113,28 +126,53 @@ def _jpeg(img, quality):
     return buf.getvalue()
 
 
-def make_image(rng, fake, upsampler, size=IMAGE_SIZE):
-    if fake:
-        img = upsampler(draw_face(rng, size // 2))
-    else:
-        big = draw_face(rng, size * 2)  # drawn at 2x and averaged down: natural anti-aliasing
-        img = big.reshape(size, 2, size, 2, 3).mean(axis=(1, 3))
+def _box_down(img, factor):
+    h, w, c = img.shape
+    return img.reshape(h // factor, factor, w // factor, factor, c).mean(axis=(1, 3))
+
+
+def _unsharp(img, amount):
+    """img + amount * (img - its 3x3 blur): crisper edges and texture than any camera gives here."""
+    padded = np.pad(img, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    h, w, _ = img.shape
+    blur = sum(padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) / 9
+    return img + amount * (img - blur)
+
+
+PLAIN_UPSAMPLER = Upsampler(fingerprint=False)
+
+
+def make_image(rng, fake, upsampler, size=IMAGE_SIZE, family="upsampler"):
+    big = draw_face(rng, size * 2)  # drawn at 2x and averaged down: natural anti-aliasing
+    img = _box_down(big, 2)
+    if fake and family == "sharpened":
+        img = _unsharp(img, rng.uniform(*SHARPEN_AMOUNT))
+    elif fake:
+        # the generator's artefact alone (its upsampling minus a plain bilinear one of the same half-size
+        # face), added at a strength drawn per fake: the face keeps the real one's detail, so blur and
+        # file size give nothing away, and a faint fingerprint is genuinely hard to see
+        half = _box_down(big, 4)
+        img = img + rng.uniform(*FINGERPRINT_STRENGTH) * (upsampler(half) - PLAIN_UPSAMPLER(half))
     img = img + rng.normal(0, rng.uniform(1.0, 4.0), img.shape)  # sensor / dithering noise, both classes
     return _jpeg(img, rng.integers(*JPEG_QUALITY, endpoint=True))
 
 
-def generate(dest, images_per_class=IMAGES_PER_CLASS, size=IMAGE_SIZE, seed=0):
+def generate(dest, images_per_class=IMAGES_PER_CLASS, size=IMAGE_SIZE, seed=0, family="upsampler"):
     """Write Real/ and Fake/ JPEGs to dest (atomically: a temporary folder renamed at the end)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
     parent = os.path.dirname(os.path.abspath(dest))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".default-data-", dir=parent)
-    upsampler = Upsampler()
+    # another generator: other weights, and its phases out of step by rows rather than as a checkerboard
+    upsampler = (Upsampler(OTHER_GENERATOR_SEED, phase_pattern=((1, 1), (-1, -1))) if family == "other-upsampler"
+                 else Upsampler())
     try:
         for fake, folder in ((False, "Real"), (True, "Fake")):
             os.makedirs(os.path.join(tmp, folder))
             rng = np.random.default_rng([seed, int(fake)])
             for i in range(images_per_class):
-                data = make_image(rng, fake, upsampler, size)
+                data = make_image(rng, fake, upsampler, size, family)
                 with open(os.path.join(tmp, folder, f"{folder.lower()}_{i:04d}.jpg"), "wb") as f:
                     f.write(data)
                 if rng.random() < NEAR_COPY_SHARE:
@@ -142,7 +180,8 @@ def generate(dest, images_per_class=IMAGES_PER_CLASS, size=IMAGE_SIZE, seed=0):
                     with open(os.path.join(tmp, folder, f"{folder.lower()}_{i:04d}_flipped.jpg"), "wb") as f:
                         f.write(_jpeg(copy, rng.integers(*JPEG_QUALITY, endpoint=True)))
         with open(os.path.join(tmp, MARKER), "w") as f:
-            f.write(f"version {VERSION} images_per_class {images_per_class} size {size} seed {seed}\n"
+            f.write(f"version {VERSION} images_per_class {images_per_class} size {size} seed {seed}"
+                    + ("" if family == "upsampler" else f" family {family}") + "\n"
                     "Synthetic drawn faces made by data.synthetic: NOT real photographs.\n")
         if os.path.exists(dest):
             shutil.rmtree(dest)
@@ -174,3 +213,23 @@ def default_data_dir(runs_dir):
 
 def resolve_data_dir(data_dir, runs_dir):
     return os.path.abspath(data_dir) if data_dir else default_data_dir(runs_dir)
+
+
+def main(argv=None):
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m data.synthetic",
+                                description="Write a synthetic Real/ + Fake/ set of drawn faces (NOT real photos).")
+    p.add_argument("dest")
+    p.add_argument("--family", choices=FAMILIES, default="upsampler")
+    p.add_argument("--images-per-class", type=int, default=IMAGES_PER_CLASS)
+    p.add_argument("--seed", type=int, default=0, help="faces other than the default's need another seed")
+    args = p.parse_args(argv)
+    generate(args.dest, args.images_per_class, IMAGE_SIZE, args.seed, args.family)
+    print(f"{args.dest}: {args.images_per_class} real and {args.images_per_class} {args.family} fake drawn faces "
+          "(synthetic, not real photos)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
