@@ -80,12 +80,22 @@ def trunk_of(discriminator):
     return keras.Model(discriminator.input, discriminator.get_layer("features").output, name="discriminator_trunk")
 
 
-def pooled_trunk_of(discriminator):
-    """Every block's activations, average-pooled and concatenated: what a linear probe reads when the last
-    layer alone knows "real vs this generator" only. Needs a discriminator with named blocks (down1_act ...)."""
+def probe_trunk_of(discriminator, features):
+    """What a linear probe reads of a discriminator: "last" (the trunk's flat output), "pooled" (every block's
+    activations average-pooled and concatenated) or "blockN" (block N's activations, flattened: an
+    intermediate layer, before the last layers specialise in "real vs this generator"). Needs named blocks
+    (down1_act ...), which every discriminator trained since pooled probes existed has."""
+    if features == "last":
+        return trunk_of(discriminator)
     acts = [layer.output for layer in discriminator.layers if layer.name.endswith("_act")]
     if not acts:
-        raise ValueError("this discriminator has no named blocks (trained before pooled probes existed)")
-    pooled = [layers.GlobalAveragePooling2D(name=f"pool{i + 1}")(a) for i, a in enumerate(acts)]
-    return keras.Model(discriminator.input, layers.Concatenate(name="pooled_features")(pooled),
-                       name="discriminator_trunk")
+        raise ValueError("this discriminator has no named blocks (trained before intermediate probes existed)")
+    if features == "pooled":
+        pooled = [layers.GlobalAveragePooling2D(name=f"pool{i + 1}")(a) for i, a in enumerate(acts)]
+        out = layers.Concatenate(name="pooled_features")(pooled)
+    else:
+        block = int(features.removeprefix("block"))
+        if not 1 <= block <= len(acts):
+            raise ValueError(f"--probe-features {features}: this discriminator has blocks 1 to {len(acts)}")
+        out = layers.Flatten(name=f"block{block}_features")(acts[block - 1])
+    return keras.Model(discriminator.input, out, name="discriminator_trunk")

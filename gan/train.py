@@ -34,7 +34,10 @@ PRESETS = {
     "quick": {"image_size": 64, "gan_steps": 10000, "gan_minutes": 15.0, "sample_every": 500, "gan_batch_size": 32,
               "diffaugment": "color,translation,cutout", "ema_decay": 0.999, "spectral_norm": False,
               "label_smoothing": 0.1, "instance_noise": 0.0,
-              "head_epochs": 2, "finetune_epochs": 6, "batch_size": 32, "seeds": 3, "probe_features": "last"},
+              "head_epochs": 2, "finetune_epochs": 6, "batch_size": 32, "seeds": 3, "probe_features": "block2"},
+    # (probe: on the development faces, 3 seeds, test AUC: block2 0.811 +- 0.007, block3 0.809 +- 0.010, the
+    # last layer 0.776 +- 0.008, every block average-pooled 0.663 +- 0.012; the last layer specialises in
+    # "real vs this generator's faces", and pooling throws away where in the aligned face a cue sits)
     # paper: Radford et al.'s DCGAN as published (BatchNorm D, no augmentation, no averaging), longer
     "paper": {"image_size": 64, "gan_steps": 20000, "gan_minutes": 0.0, "sample_every": 1000, "gan_batch_size": 64,
               "diffaugment": "none", "ema_decay": 0.0, "spectral_norm": False, "label_smoothing": 0.0,
@@ -51,6 +54,12 @@ NOT_STAGE_CONFIG = ("runs_dir", "stage", "retrain", "strict", "inception_weights
 FINETUNE_ONLY = ("finetune_epochs", "head_epochs", "batch_size", "epochs", "seeds", "probe_features")
 VARIANTS = ("dcgan-discriminator", "dcgan-linear-probe", "dcgan-scratch")
 SEED_SUFFIX = ".seed"  # dcgan-scratch.seed1338: compare.report groups the runs of one variant
+
+
+def probe_features(value):
+    if value in ("last", "pooled") or (value.startswith("block") and value[5:].isdigit()):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: choose last, pooled or blockN (e.g. block3)")
 
 
 def parse_args(argv=None):
@@ -81,8 +90,9 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--seeds", type=positive_int,
                    help="stage 2 trains each detector from the one GAN with this many seeds (seed, seed+1, ...)")
-    p.add_argument("--probe-features", choices=("last", "pooled"),
-                   help="the linear probe reads the trunk's last layer, or every block average-pooled")
+    p.add_argument("--probe-features", type=probe_features,
+                   help="what the linear probe reads: last (the trunk's output), pooled (every block, "
+                        "average-pooled) or blockN (block N flattened, e.g. block3)")
     p.add_argument("--retrain", action="store_true",
                    help="train every stage again, even where a finished run of this configuration exists")
     return p.parse_args(argv)
@@ -358,7 +368,7 @@ def fine_tune_discriminator(cfg, manifest, train, val):
 def variant_trunk(variant, gan_dir, gan_info, probe_features):
     """The trunk a variant starts from: the GAN's discriminator (the probe may read every block), or random."""
     from data.runs import BrokenRun, load_model_safely
-    from gan.models import build_discriminator_trunk, pooled_trunk_of, trunk_of
+    from gan.models import build_discriminator_trunk, probe_trunk_of, trunk_of
 
     size = int(gan_info["image_size"])
     if variant == "dcgan-scratch":
@@ -367,9 +377,12 @@ def variant_trunk(variant, gan_dir, gan_info, probe_features):
         discriminator = load_model_safely(os.path.join(gan_dir, "discriminator.keras"))
     except BrokenRun as e:
         raise UserError(str(e))
-    if variant == "dcgan-linear-probe" and probe_features == "pooled":
-        return pooled_trunk_of(discriminator)
-    return trunk_of(discriminator)
+    if variant != "dcgan-linear-probe":
+        return trunk_of(discriminator)
+    try:
+        return probe_trunk_of(discriminator, probe_features)
+    except ValueError as e:
+        raise UserError(str(e))
 
 
 def train_variant(cfg, manifest, train, val, name, variant, gan_dir, gan_info):

@@ -265,3 +265,15 @@ def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
     same, shifted = kid(a, b), kid(a, b + 1.0)
     assert abs(same[0]) < 3 * same[1] + 1e-3 and shifted[0] > 10 * max(same[1], 1e-3)
     assert closer(0.2, 0.0, 1.0) == pytest.approx(5.0) and closer(-0.1, 0.0, 1.0) == float("inf")
+
+
+def test_the_linear_probe_can_read_an_intermediate_block():
+    from gan.models import build_discriminator, probe_trunk_of
+
+    d = build_discriminator(16)  # blocks: 8x8x32, then 4x4x64
+    shapes = {f: probe_trunk_of(d, f).output.shape[-1] for f in ("last", "pooled", "block1", "block2")}
+    assert shapes == {"last": 4 * 4 * 64, "pooled": 32 + 64, "block1": 8 * 8 * 32, "block2": 4 * 4 * 64}
+    with pytest.raises(ValueError, match="blocks 1 to 2"):
+        probe_trunk_of(d, "block3")
+    with pytest.raises(SystemExit):
+        gan_cli.parse_args(["--probe-features", "middle"])
