@@ -465,6 +465,7 @@ def main(argv=None):
         print(f"skipping {name}: {reason}", file=sys.stderr)
     if not detectors:
         raise UserError(f"no finished detector runs to compare in {exp}")
+    ensemble_members(args.ensemble, [d[0] for d in detectors])  # a misspelt member fails before any work
     print(f"comparing {len(detectors)} model(s) on the test split of {exp}")
     sets = ImageSets(manifest, test_dirs)
     models, raw = evaluate_all(detectors, sets, args)

@@ -78,6 +78,10 @@ def test_bad_arguments(experiment, tmp_path):
     runs, _ = experiment
     with pytest.raises(UserError, match="unknown perturbation"):
         report_cli.main(["--runs-dir", runs, "--experiment", "x", "--perturb", "sharpen=2"])
+    with pytest.raises(UserError, match="no finished model named resnet"):
+        report_cli.main(["--runs-dir", runs, "--experiment", "x", "--ensemble", "baseline,resnet"])
+    with pytest.raises(UserError, match="the set name 'test' is taken"):
+        report_cli.main(["--runs-dir", runs, "--experiment", "x", "--test-dir", f"test={tmp_path}"])
     with pytest.raises(UserError, match="no experiment"):
         report_cli.main(["--runs-dir", runs, "--experiment", "nothing-here"])
     proc = subprocess.run([sys.executable, "-m", "compare.report", "--runs-dir", runs, "--experiment", "x",
