@@ -54,6 +54,7 @@ def probabilities(model, x, tta=False, batch_size=BATCH):
 def predict_files(model, info, files, tta=False, saliency_dir=None):
     """Yield (path, p_fake or None, error or None) for each file, decoding in batches; saliency_dir: also
     write each image's SmoothGrad figure there (compare/saliency.py), named after the image."""
+    figure_names = set()  # two images of one name in different folders get NAME and NAME-2
     from data.pipeline import fit_square
     from data.scan import BadImage, read_rgb
 
@@ -70,12 +71,13 @@ def predict_files(model, info, files, tta=False, saliency_dir=None):
                 results.append((path, None, str(e)))
         probs = probabilities(model, np.stack(arrays), tta) if arrays else []
         if saliency_dir and arrays:
-            write_saliency(model, info, np.stack(arrays), probs, [r for r in results if r[1] is not None], saliency_dir)
+            write_saliency(model, info, np.stack(arrays), probs, [r for r in results if r[1] is not None], saliency_dir,
+                           figure_names)
         for path, idx, error in results:
             yield path, (float(probs[idx]) if idx is not None else None), error
 
 
-def write_saliency(model, info, images, probs, results, folder):
+def write_saliency(model, info, images, probs, results, folder, taken):
     from compare import saliency
 
     os.makedirs(folder, exist_ok=True)
@@ -83,7 +85,13 @@ def write_saliency(model, info, images, probs, results, folder):
     threshold = float(info.get("threshold") or 0.5)
     for path, idx, _ in results:
         verdict = "fake" if probs[idx] >= threshold else "real"
-        out = os.path.join(folder, os.path.splitext(os.path.basename(path))[0] + ".saliency.png")
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name, n = stem, 1
+        while name in taken:
+            n += 1
+            name = f"{stem}-{n}"
+        taken.add(name)
+        out = os.path.join(folder, name + ".saliency.png")
         saliency.figure(images[idx:idx + 1], maps[idx:idx + 1], [f"p {probs[idx]:.2f}: {verdict}"],
                         f"{info.get('model', 'model')}: {os.path.basename(path)}", out)
 

@@ -161,3 +161,11 @@ def test_predict_writes_a_saliency_figure_per_image(experiment, tiny_faces, tmp_
     assert predict.main(["--run", os.path.join(exp, "baseline"), "--saliency", str(out)]
                         + [os.path.join(tiny_faces, "Fake", f) for f in images]) == 0
     assert sorted(os.listdir(out)) == sorted(os.path.splitext(f)[0] + ".saliency.png" for f in images)
+    twin = tmp_path / "elsewhere"
+    twin.mkdir()
+    shutil.copy(os.path.join(tiny_faces, "Fake", images[0]), twin / images[0])  # one name, two folders
+    out2 = tmp_path / "why2"
+    assert predict.main(["--run", os.path.join(exp, "baseline"), "--saliency", str(out2),
+                         os.path.join(tiny_faces, "Fake", images[0]), str(twin / images[0])]) == 0
+    stem = os.path.splitext(images[0])[0]
+    assert sorted(os.listdir(out2)) == [f"{stem}-2.saliency.png", f"{stem}.saliency.png"]
