@@ -141,14 +141,16 @@ EXTERNAL_KEYS = ("roc_auc", "average_precision", "accuracy_at_threshold", "fake_
 INVERTED = "inverted: calls these fakes more real than the reals"
 
 
-def predict_all(detectors, sets, args):
-    """({model: {set key: P(fake)}}, {set key: labels}, {model: test images}); set keys are "test", "val",
-    "ext:NAME" and "perturbed:SPEC". Every model sees the same files in the same order at its own size."""
+def predict_all(detectors, sets, args, need_val=()):
+    """({model: {set key: P(fake)}}, {set key: labels}, {model: test images}); set keys are "test", "val"
+    (only for the models in need_val: the ensemble's members, whose threshold it is chosen on), "ext:NAME"
+    and "perturbed:SPEC". Every model sees the same files in the same order at its own size."""
     specs = perturb.parse_spec(args.perturb)
     preds, labels, images = {}, {}, {}
     for name, _, info, model in detectors:
         size, mode = int(info["image_size"]), info.get("resize_mode", "resize")
-        looks = [("test", "test", None), ("val", "val", None)] + [(f"ext:{s}", s, None) for s in sets.test_dirs]
+        looks = [("test", "test", None)] + ([("val", "val", None)] if name in need_val else [])
+        looks += [(f"ext:{s}", s, None) for s in sets.test_dirs]
         looks += [(f"perturbed:{perturb.label(*spec)}", "test", spec) for spec in specs]
         preds[name] = {}
         for key, which, spec in looks:
@@ -179,9 +181,10 @@ def judge(preds, labels, threshold):
     return entry
 
 
-def evaluate_all(detectors, sets, args):
-    """metrics.json's models dict, plus the raw predictions the plots and tests need."""
-    preds, labels, images = predict_all(detectors, sets, args)
+def evaluate_all(detectors, sets, args, members=()):
+    """metrics.json's models dict (with the ensemble of `members`, if any), plus the raw predictions the
+    plots and tests need."""
+    preds, labels, images = predict_all(detectors, sets, args, need_val=members)
     models, raw = {}, {}
     for name, folder, info, model in detectors:
         entry = judge(preds[name], labels, float(info.get("threshold") or 0.5))
@@ -191,7 +194,6 @@ def evaluate_all(detectors, sets, args):
         models[name] = entry
         raw[name] = (labels["test"], preds[name]["test"], entry["test"], images[name])
         print(f"  {name}: test AUC {entry['test']['roc_auc']:.4f}")
-    members = ensemble_members(args.ensemble, list(models))
     if members:
         models[ENSEMBLE], raw[ENSEMBLE] = ensemble(members, preds, labels, models, images)
         print(f"  {ENSEMBLE} (the mean of {len(members)} models): test AUC {models[ENSEMBLE]['test']['roc_auc']:.4f}")
@@ -331,6 +333,11 @@ def markdown(report, plots):
     return "\n".join(lines) + "\n"
 
 
+def inverted_sets(report):
+    """[(model, set, metrics)] for every external set a model calls inverted, in ranking order."""
+    return [(n, s, m) for n in report["ranking"] for s, m in report["models"][n]["external"].items() if m.get("flag")]
+
+
 def external_markdown(report):
     sets = list(report.get("test_dirs") or {})
     if not sets:
@@ -352,8 +359,7 @@ def external_markdown(report):
                       _fmt(m["fake_recall_at_threshold"], 3), _fmt(m["real_fpr_at_threshold"], 3)]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(e['external_mean']['roc_auc'], 3)} | "
                      f"{_fmt(e['generalisation_gap'], 3)} |")
-    flagged = [f"- `{n}` on `{s}`: AUC {m['roc_auc']:.3f}, {m['flag']}" for n in report["ranking"]
-               for s, m in report["models"][n]["external"].items() if m.get("flag")]
+    flagged = [f"- `{n}` on `{s}`: AUC {m['roc_auc']:.3f}, {m['flag']}" for n, s, m in inverted_sets(report)]
     return lines + ([""] + flagged if flagged else [])
 
 
@@ -373,8 +379,7 @@ def external_terminal(report):
             cells += f" {(cell + ('!' if m.get('flag') else '')):>21}"
         rows.append(f"{name:<{width}}{cells} {_fmt(e['external_mean']['roc_auc'], 3):>9} "
                     f"{_fmt(e['generalisation_gap'], 3):>7}")
-    flagged = [f"{n} on {s}: AUC {m['roc_auc']:.3f}, {m['flag']}" for n in report["ranking"]
-               for s, m in report["models"][n]["external"].items() if m.get("flag")]
+    flagged = [f"{n} on {s}: AUC {m['roc_auc']:.3f}, {m['flag']}" for n, s, m in inverted_sets(report)]
     return "\n".join(rows + [f"! {f}" for f in flagged])
 
 
@@ -465,10 +470,10 @@ def main(argv=None):
         print(f"skipping {name}: {reason}", file=sys.stderr)
     if not detectors:
         raise UserError(f"no finished detector runs to compare in {exp}")
-    ensemble_members(args.ensemble, [d[0] for d in detectors])  # a misspelt member fails before any work
+    members = ensemble_members(args.ensemble, [d[0] for d in detectors])  # a misspelt one fails before any work
     print(f"comparing {len(detectors)} model(s) on the test split of {exp}")
     sets = ImageSets(manifest, test_dirs)
-    models, raw = evaluate_all(detectors, sets, args)
+    models, raw = evaluate_all(detectors, sets, args, members)
     ranking = sorted(models, key=lambda n: -np.nan_to_num(models[n]["test"]["roc_auc"], nan=-1))
     out_dir = os.path.join(exp, "report")
     os.makedirs(out_dir, exist_ok=True)
