@@ -15,7 +15,7 @@ import shutil
 import keras
 import numpy as np
 
-from data.runs import write_json_atomic
+from data.runs import write_atomic, write_json_atomic
 from data.runtime import UserError
 
 STATE = "checkpoint.json"
@@ -106,10 +106,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         done = epoch + 1
         os.makedirs(self.folder, exist_ok=True)
         ensure_room_for(self.folder, self.model, f"the checkpoint of epoch {done}")
-        final = os.path.join(self.folder, f"epoch-{done}.weights.h5")
-        tmp = os.path.join(self.folder, f"epoch-{done}.tmp.weights.h5")
-        self.model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, final)
+        final = write_atomic(os.path.join(self.folder, f"epoch-{done}.weights.h5"),
+                             lambda tmp: self.model.save_weights(tmp, overwrite=True))
         before, _ = read_state(self.folder)
         write_json_atomic(os.path.join(self.folder, STATE), {"epoch": done, "previous": before or None})
         keep = {final, os.path.join(self.folder, f"epoch-{before}.weights.h5")}

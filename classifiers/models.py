@@ -48,6 +48,13 @@ def compile_detector(model, learning_rate=DEFAULT_LEARNING_RATE, schedule="const
 
 def build_cnn(image_size, filters=DEFAULT_FILTERS, head="flatten", dropout=DEFAULT_DROPOUT, residual=False,
               learning_rate=DEFAULT_LEARNING_RATE, name="cnn", schedule="constant", decay_steps=None):
+    """The CNN below, compiled with Adam at learning_rate (constant or cosine-decayed over decay_steps)."""
+    return compile_detector(cnn(image_size, filters, head, dropout, residual, name), learning_rate, schedule,
+                            decay_steps)
+
+
+def cnn(image_size, filters=DEFAULT_FILTERS, head="flatten", dropout=DEFAULT_DROPOUT, residual=False, name="cnn"):
+    """Uncompiled: conv blocks of `filters`, dropout, a flatten or global-pooling head, one float32 sigmoid."""
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     inputs = keras.Input((image_size, image_size, 3), name="image")
@@ -58,7 +65,7 @@ def build_cnn(image_size, filters=DEFAULT_FILTERS, head="flatten", dropout=DEFAU
     x = layers.Flatten(name="flatten")(x) if head == "flatten" else layers.GlobalAveragePooling2D(name="gap")(x)
     # The probability stays float32 under mixed precision: the loss and thresholds need its resolution.
     outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="p_fake")(x)
-    return compile_detector(keras.Model(inputs, outputs, name=name), learning_rate, schedule, decay_steps)
+    return keras.Model(inputs, outputs, name=name)
 
 
 def residual_block(x, filters, stride=1, name="res"):
@@ -112,3 +119,11 @@ def compile_recipe(model, learning_rate, decay_steps, warmup_steps=0, weight_dec
     model.compile(optimizer=optimizer,
                   loss=keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing), metrics=classifier_metrics())
     return model
+
+
+def inner_model(model):
+    """The network nested in a detector as one layer (a backbone, a GAN discriminator's trunk)."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) != 1:
+        raise ValueError(f"{model.name} nests {len(nested)} networks, not one")
+    return nested[0]

@@ -31,7 +31,8 @@ def collect(paths):
 
 def load_detector(run_dir):
     """(keras model, run.json) of a finished run; Keras safe mode only, nothing executable is loaded."""
-    from data.runs import BrokenRun, load_model_safely, read_run
+    from classifiers.layers import load_model_safely
+    from data.runs import BrokenRun, read_run
 
     try:
         info = read_run(run_dir)
@@ -53,7 +54,7 @@ def probabilities(model, x, tta=False, batch_size=BATCH):
 
 def predict_files(model, info, files, tta=False, saliency_dir=None):
     """Yield (path, p_fake or None, error or None) for each file, decoding in batches; saliency_dir: also
-    write each image's SmoothGrad figure there (compare/saliency.py), named after the image."""
+    write each image's SmoothGrad figure there (classifiers/saliency.py), named after the image."""
     figure_names = set()  # two images of one name in different folders get NAME and NAME-2
     from data.pipeline import fit_square
     from data.scan import BadImage, read_rgb
@@ -78,7 +79,7 @@ def predict_files(model, info, files, tta=False, saliency_dir=None):
 
 
 def write_saliency(model, info, images, probs, results, folder, taken):
-    from compare import saliency
+    from classifiers import saliency
 
     os.makedirs(folder, exist_ok=True)
     maps = saliency.saliency_maps(model, images)

@@ -13,14 +13,30 @@ import os
 import shutil
 import time
 
-from classifiers.models import build_cnn
-from classifiers.train import (BASELINE, EARLY_STOP_PATIENCE, SEARCH_SPACE, TRAIN_AUGMENTATIONS, train_run,
-                               training_steps, verbosity)
+import dataclasses
+
+from classifiers.config import PRESETS
+from classifiers.models import build_cnn, cnn, compile_detector
+from classifiers.registry import BASELINE, augmentations, detector_spec
+from classifiers.runner import RunSpec, train_run, training_steps, verbosity
 from data.pipeline import make_dataset
 from data.runs import experiment_dir, partial_dir, run_lock
 from data.runtime import UserError
 
 TUNER_FOLDER = ".hpsearch-tuner"
+SEARCH_SPACE = {
+    # the study's block lists, and a fourth block with global pooling's room to see the whole face: on the
+    # development faces a 32-64-128-256 / GAP / cosine net reached test AUC 0.848 in 24 epochs at 64 px,
+    # against 0.804 for the baseline (see README, "Quality per CPU-minute")
+    "filters": ["32", "32-64", "32-64-128", "64-128", "64-128-256", "32-64-128-256"],
+    "head": ["flatten", "gap"],
+    "learning_rate": [1e-3, 5e-4, 1e-4],
+    "residual": [False, True],  # the study's named next step
+    "dropout": [0.0, 0.2, 0.4],
+    "augment": [False, True],
+    "schedule": ["constant", "cosine"],  # cosine decays to 0 over the trial's (or the retrain's) epochs
+}
+EARLY_STOP_PATIENCE = 2  # epochs without a better validation AUC before a trial stops
 
 
 def hyperparameters_to_config(values):
@@ -42,6 +58,17 @@ def build_from_config(image_size, hp, name="hpsearch", decay_steps=None):
                      name=name, schedule=hp.get("schedule", "constant"), decay_steps=decay_steps)
 
 
+def winner_spec(cfg, hp, train_images, callbacks, extra):
+    """The search's best configuration as a run of its own, trained from scratch for cfg.epochs."""
+    steps = training_steps(train_images, cfg.batch_size, cfg.epochs)
+    return RunSpec("hpsearch", build=lambda: cnn(cfg.image_size, hp["filters"], hp["head"], hp["dropout"],
+                                                 hp["residual"], name="hpsearch"),
+                   compile=lambda model: compile_detector(model, hp["learning_rate"], hp.get("schedule", "constant"),
+                                                          steps),
+                   epochs=cfg.epochs, hyperparameters=hp, augment=augmentations(hp["augment"]),
+                   callbacks=tuple(callbacks), extra=extra)
+
+
 def make_hypermodel(cfg, train, val):
     import keras
     import keras_tuner as kt
@@ -50,17 +77,16 @@ def make_hypermodel(cfg, train, val):
         def build(self, hp):
             # keras-tuner calls keras.backend.clear_session() before every build, which in Keras 3 resets the
             # global dtype policy to float32: set the run's precision again, or every trial runs float32
-            keras.mixed_precision.set_global_policy(cfg["precision"])
+            keras.mixed_precision.set_global_policy(cfg.precision)
             values = {name: hp.Choice(name, choices) if not isinstance(choices[0], bool) else hp.Boolean(name)
                       for name, choices in SEARCH_SPACE.items()}
-            return build_from_config(cfg["image_size"], hyperparameters_to_config(values), name="trial",
-                                     decay_steps=training_steps(cfg, train, cfg["search_epochs"]))
+            return build_from_config(cfg.image_size, hyperparameters_to_config(values), name="trial",
+                                     decay_steps=training_steps(len(train[1]), cfg.batch_size, cfg.search_epochs))
 
         def fit(self, hp, model, *args, **kwargs):
-            augment = TRAIN_AUGMENTATIONS if hp.get("augment") else ()
-            train_ds = make_dataset(train[0], train[1], cfg["batch_size"], training=True, seed=cfg["seed"],
-                                    augment=augment)
-            val_ds = make_dataset(val[0], val[1], cfg["batch_size"])
+            train_ds = make_dataset(*train, cfg.batch_size, training=True, seed=cfg.seed,
+                                    augment=augmentations(bool(hp.get("augment"))))
+            val_ds = make_dataset(*val, cfg.batch_size)
             return model.fit(train_ds, validation_data=val_ds, shuffle=False, **kwargs)
 
     return DetectorHyperModel()
@@ -109,22 +135,22 @@ def steer(oracle, first_values, max_trials, deadline):
 def make_tuner(cfg, hypermodel, strategy):
     import keras_tuner as kt
 
-    common = dict(objective=kt.Objective("val_auc", direction="max"), seed=cfg["seed"],
-                  directory=experiment_dir(cfg["runs_dir"], cfg["experiment"]), project_name=TUNER_FOLDER,
-                  overwrite=False, distribution_strategy=strategy if cfg["strategy"] == "mirrored" else None)
-    if cfg["tuner"] == "random":
-        tuner = announcing(kt.RandomSearch)(hypermodel, max_trials=cfg["max_trials"], **common)
-    elif cfg["tuner"] == "bayesian":
-        tuner = announcing(kt.BayesianOptimization)(hypermodel, max_trials=cfg["max_trials"], **common)
-    elif cfg["tuner"] == "hyperband":
+    common = dict(objective=kt.Objective("val_auc", direction="max"), seed=cfg.seed,
+                  directory=experiment_dir(cfg.runs_dir, cfg.experiment), project_name=TUNER_FOLDER,
+                  overwrite=False, distribution_strategy=strategy if cfg.strategy == "mirrored" else None)
+    if cfg.tuner == "random":
+        tuner = announcing(kt.RandomSearch)(hypermodel, max_trials=cfg.max_trials, **common)
+    elif cfg.tuner == "bayesian":
+        tuner = announcing(kt.BayesianOptimization)(hypermodel, max_trials=cfg.max_trials, **common)
+    elif cfg.tuner == "hyperband":
         # Hyperband trains most trials for a few epochs and promotes the best to search_epochs (factor 3)
-        tuner = announcing(kt.Hyperband)(hypermodel, max_epochs=cfg["search_epochs"], factor=3, **common)
+        tuner = announcing(kt.Hyperband)(hypermodel, max_epochs=cfg.search_epochs, factor=3, **common)
     else:
-        raise UserError(f"unknown tuner {cfg['tuner']!r}")
+        raise UserError(f"unknown tuner {cfg.tuner!r}")
     if not isinstance(tuner.oracle, kt.Oracle):
         return tuner  # a worker's client of the chief's oracle: the chief steers the search
-    minutes = cfg.get("search_minutes")
-    steer(tuner.oracle, config_to_hyperparameters(BASELINE), cfg["max_trials"],
+    minutes = cfg.search_minutes
+    steer(tuner.oracle, config_to_hyperparameters(BASELINE), cfg.max_trials,
           time.time() + 60 * minutes if minutes else None)
     return tuner
 
@@ -140,7 +166,7 @@ def trials_table(tuner):
 
 def keep_earlier_trial_logs(cfg, search_logs):
     """A search extended after it finished: carry the earlier trials' logs into the new run folder."""
-    earlier = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "hpsearch", "logs", "search")
+    earlier = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), "hpsearch", "logs", "search")
     if not os.path.isdir(earlier):
         return
     for trial in os.listdir(earlier):
@@ -148,31 +174,31 @@ def keep_earlier_trial_logs(cfg, search_logs):
             shutil.copytree(os.path.join(earlier, trial), os.path.join(search_logs, trial))
 
 
-def search_and_retrain(cfg, manifest, train, val, strategy, chief):
+def search_and_retrain(cfg, data, strategy, chief):
     distributed = "KERASTUNER_ORACLE_IP" in os.environ
     if distributed:  # the chief and its workers share the tuner folder by design
-        return _search_and_retrain(cfg, manifest, train, val, strategy, chief)
-    with run_lock(cfg["runs_dir"], cfg["experiment"], "hpsearch-search"):
-        return _search_and_retrain(cfg, manifest, train, val, strategy, chief)
+        return _search_and_retrain(cfg, data, strategy, chief)
+    with run_lock(cfg.runs_dir, cfg.experiment, "hpsearch-search"):
+        return _search_and_retrain(cfg, data, strategy, chief)
 
 
-def _search_and_retrain(cfg, manifest, train, val, strategy, chief):
+def _search_and_retrain(cfg, data, strategy, chief):
     import keras
 
     tuner_id = os.environ.get("KERASTUNER_TUNER_ID")
     distributed = "KERASTUNER_ORACLE_IP" in os.environ
-    hypermodel = make_hypermodel(cfg, train, val)
+    hypermodel = make_hypermodel(cfg, data.train, data.val)
     tuner = make_tuner(cfg, hypermodel, strategy)
     is_worker = distributed and not (tuner_id or "").startswith("chief")
     done = 0 if is_worker else sum(1 for t in tuner.oracle.trials.values() if str(t.status) == "COMPLETED")
     if done:
         print(f"search: resuming, {done} finished trial(s) reloaded from "
-              f"{os.path.join(experiment_dir(cfg['runs_dir'], cfg['experiment']), TUNER_FOLDER)}")
-    search_logs = os.path.join(partial_dir(cfg["runs_dir"], cfg["experiment"], "hpsearch"), "logs", "search")
+              f"{os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), TUNER_FOLDER)}")
+    search_logs = os.path.join(partial_dir(cfg.runs_dir, cfg.experiment, "hpsearch"), "logs", "search")
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=EARLY_STOP_PATIENCE)]
     # keras-tuner gives every trial its own sub-folder (named by trial id) and adds its HParams
     callbacks.append(keras.callbacks.TensorBoard(search_logs))
-    tuner.search(epochs=cfg["search_epochs"], callbacks=callbacks, verbose=verbosity())
+    tuner.search(epochs=cfg.search_epochs, callbacks=callbacks, verbose=verbosity())
     if is_worker:
         print(f"search worker {tuner_id}: no trials left; the chief retrains the best and writes the run")
         return None, None
@@ -182,25 +208,22 @@ def _search_and_retrain(cfg, manifest, train, val, strategy, chief):
     if not best:
         raise UserError("the search finished no trial; nothing to retrain")
     hp = hyperparameters_to_config(best[0].values)
-    search = {"tuner": cfg["tuner"], "objective": "val_auc (max)", "space": SEARCH_SPACE, "trials": table,
-              "search_minutes": cfg.get("search_minutes")}
-    reference_folder, reference = baseline_reference(cfg, manifest, train, val, strategy, chief)
+    search = {"tuner": cfg.tuner, "objective": "val_auc (max)", "space": SEARCH_SPACE, "trials": table,
+              "search_minutes": cfg.search_minutes}
+    reference_folder, reference = baseline_reference(cfg, data, strategy, chief)
     if hp == BASELINE:
         print(f"search: best of {len(table)} trial(s) is the baseline's configuration; keeping the baseline")
         return keep_baseline(cfg, reference_folder, reference, search, "the baseline's configuration won "
                              "the search")
     print(f"search: best of {len(table)} trial(s): {hp}; retraining it on the training split")
     keras.backend.clear_session()
-    keras.mixed_precision.set_global_policy(cfg["precision"])  # clear_session() resets it to float32
-    augment = TRAIN_AUGMENTATIONS if hp["augment"] else ()
+    keras.mixed_precision.set_global_policy(cfg.precision)  # clear_session() resets it to float32
     # the whole budget, then the best epoch's weights: a trial is scored at its best epoch too, and an early
     # stop cut a cosine-scheduled 4-block winner at 0.80 validation AUC where its trial had reached 0.88
-    best_epoch = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=cfg["epochs"],
+    best_epoch = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=cfg.epochs,
                                                restore_best_weights=True)
-    steps = training_steps(cfg, train, cfg["epochs"])
-    final, info = train_run("hpsearch", lambda: build_from_config(cfg["image_size"], hp, decay_steps=steps), cfg,
-                            manifest, train, val, hp, augment=augment, strategy=strategy, chief=chief,
-                            extra_callbacks=[best_epoch], extra={"search": search})
+    spec = winner_spec(cfg, hp, len(data.train[1]), [best_epoch], {"search": search})
+    final, info = train_run(spec, cfg, data, strategy, chief)
     if info is None or info["validation"]["auc"] > reference["validation"]["auc"]:
         return final, info
     note = (f"the retrained winner reached validation AUC {info['validation']['auc']:.4f}, not above the baseline's "
@@ -211,7 +234,7 @@ def _search_and_retrain(cfg, manifest, train, val, strategy, chief):
         note)
 
 
-def baseline_reference(cfg, manifest, train, val, strategy, chief):
+def baseline_reference(cfg, data, strategy, chief):
     """(folder, run.json) of the baseline the search must beat, on this split at this input size.
 
     The experiment's own `baseline` run when there is one (however long it trained: it is the baseline);
@@ -219,46 +242,45 @@ def baseline_reference(cfg, manifest, train, val, strategy, chief):
     `baseline` made at another input size must not be replaced."""
     import keras
 
-    from classifiers.train import PRESETS, train_baseline
     from data.runs import BrokenRun, read_run
 
-    folder = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "baseline")
-    with run_lock(cfg["runs_dir"], cfg["experiment"], "baseline", wait=True):  # another command may be on it
+    folder = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), "baseline")
+    with run_lock(cfg.runs_dir, cfg.experiment, "baseline", wait=True):  # another command may be on it
         pass
     try:
         info = read_run(folder)
     except BrokenRun:
         info = None
-    if info and info.get("split_fingerprint") == manifest["fingerprint"] and all(
-            (info.get("config") or {}).get(k) == cfg[k] for k in ("image_size", "resize_mode")):
+    if info and info.get("split_fingerprint") == data.manifest["fingerprint"] and all(
+            (info.get("config") or {}).get(k) == getattr(cfg, k) for k in ("image_size", "resize_mode")):
         print(f"search: the baseline to beat is {folder} (validation AUC {info['validation']['auc']:.4f})")
         return folder, info
     name = "baseline" if info is None else "search-baseline"
     print(f"search: training the baseline as '{name}', to judge the winner against")
     keras.backend.clear_session()
-    keras.mixed_precision.set_global_policy(cfg["precision"])  # clear_session() resets it to float32
-    budget = dict(cfg, model="baseline", epochs=PRESETS[cfg["preset"]]["epochs"])
-    return train_baseline(budget, manifest, train, val, strategy, chief, name=name)
+    keras.mixed_precision.set_global_policy(cfg.precision)  # clear_session() resets it to float32
+    budget = dataclasses.replace(cfg, model="baseline", epochs=PRESETS[cfg.preset]["epochs"])
+    return train_run(detector_spec(budget, data.train[1], name=name), budget, data, strategy, chief)
 
 
 def keep_baseline(cfg, reference_folder, reference, search, note):
     """hpsearch/ as the baseline's very model (so never below it), with the search's record and trial logs."""
-    with run_lock(cfg["runs_dir"], cfg["experiment"], "hpsearch"):
+    with run_lock(cfg.runs_dir, cfg.experiment, "hpsearch"):
         return _keep_baseline(cfg, reference_folder, reference, search, note)
 
 
 def _keep_baseline(cfg, reference_folder, reference, search, note):
     from data.runs import finish_run
 
-    work = partial_dir(cfg["runs_dir"], cfg["experiment"], "hpsearch")
+    work = partial_dir(cfg.runs_dir, cfg.experiment, "hpsearch")
     search_logs = os.path.join(work, "logs", "search")
     os.makedirs(search_logs, exist_ok=True)
     shutil.copy2(os.path.join(reference_folder, "model.keras"), os.path.join(work, "model.keras"))
     shutil.copy2(os.path.join(reference_folder, "split.json"), os.path.join(work, "split.json"))
     keep_earlier_trial_logs(cfg, search_logs)  # a retrained winner that lost was finished there meanwhile
-    info = dict(reference, model="hpsearch", config={k: v for k, v in cfg.items() if k != "runs_dir"},
+    info = dict(reference, model="hpsearch", config=cfg.record(),
                 search=dict(search, kept="baseline", note=note), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "hpsearch")
+    final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), "hpsearch")
     finish_run(work, final, info)
     print(f"hpsearch: {note}; validation AUC {info['validation']['auc']:.4f}, run folder {final}")
     return final, info

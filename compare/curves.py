@@ -18,17 +18,18 @@ RECIPES = {
 
 
 def build_recipe(name, image_size, epochs, steps_per_epoch):
-    """(compiled model, augmentations, mixup) of a recipe."""
+    """(compiled model, augmentations, mixup) of a recipe: the study's original CNN, or a registered detector."""
+    from classifiers.config import DetectorConfig
     from classifiers.models import build_cnn
-    from classifiers.train import BASELINE, RESNET, resnet_recipe
+    from classifiers.registry import DETECTORS, augmentations
 
     if name == "original":
         return build_cnn(image_size, (32, 64, 128), name="original"), (), 0.0
-    if name == "baseline":
-        hp = BASELINE
-        return build_cnn(image_size, hp["filters"], hp["head"], hp["dropout"], hp["residual"], hp["learning_rate"],
-                         name="baseline"), (), 0.0
-    return resnet_recipe(image_size, epochs, steps_per_epoch), tuple(RESNET["augment"]), RESNET["mixup"]
+    detector = DETECTORS[name]
+    hp = detector.hyperparameters(DetectorConfig(model=name, image_size=image_size, epochs=epochs))
+    model = detector.recipe(detector.build(DetectorConfig(model=name, image_size=image_size), hp), hp,
+                            steps_per_epoch, epochs)
+    return model, augmentations(hp.get("augment")), hp.get("mixup", 0.0)
 
 
 class RecipeRun:
@@ -37,7 +38,7 @@ class RecipeRun:
     def __init__(self, name, manifest, policy, batch_size=32, seed=1337, epochs=None):
         import keras
 
-        from classifiers.train import RESNET_EPOCHS
+        from classifiers.registry import RESNET_EPOCHS
         from data.pipeline import load_split, make_dataset
 
         recipe = RECIPES[name]

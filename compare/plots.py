@@ -7,11 +7,12 @@ import numpy as np  # noqa: E402
 
 from classifiers.metrics import roc_curve  # noqa: E402
 from compare.metrics import reliability  # noqa: E402
+from data.runs import write_atomic  # noqa: E402
 
 
 def _save(fig, path):
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
     return path
 

@@ -8,6 +8,7 @@ TensorBoard summaries under runs/<experiment>/report/tensorboard/.
 """
 import argparse
 import csv
+import io
 import itertools
 import json
 import os
@@ -19,7 +20,7 @@ from classifiers.predict import probabilities as predict
 from compare import metrics as M
 from compare import perturb
 from compare import seeds as S
-from data.runs import experiment_dir, list_runs, write_json_atomic
+from data.runs import experiment_dir, list_runs, write_json_atomic, write_text_atomic
 from data.runtime import UserError, add_common_args, import_tensorflow, run_main, setup
 
 LATENCY_REPEATS = 30
@@ -47,7 +48,8 @@ def parse_args(argv=None):
 
 def find_detectors(runs_dir, experiment, manifest):
     """(detectors as [(name, folder, run.json, model)], skipped as [(name, reason)])."""
-    from data.runs import BrokenRun, load_model_safely
+    from classifiers.layers import load_model_safely
+    from data.runs import BrokenRun
 
     good, broken = list_runs(runs_dir, experiment)
     skipped = [(os.path.basename(f), reason) for f, reason in broken]
@@ -238,7 +240,7 @@ def ensemble(members, preds, labels, models, images):
 def saliency_figures(detectors, models, raw, out_dir):
     """One SmoothGrad figure per model on the same test faces (real and fake, right and wrong by the
     ensemble, or by the best model where there is no ensemble): {plot key: PNG path}."""
-    from compare import saliency
+    from classifiers import saliency
 
     reference = ENSEMBLE if ENSEMBLE in raw else max(raw, key=lambda n: np.nan_to_num(models[n]["test"]["roc_auc"]))
     y, p_ref = raw[reference][0], raw[reference][1]
@@ -386,18 +388,17 @@ def external_terminal(report):
 def write_csv(report, path):
     keys = TABLE_KEYS + ["accuracy_at_threshold", "fake_recall_at_threshold", "real_fpr_at_threshold", "threshold",
                          "images"]
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model", "set"] + keys)
-        for name in report["ranking"]:
-            entry = report["models"][name]
-            w.writerow([name, "test"] + [entry["test"][k] for k in keys])
-            for set_name, m in entry.get("external", {}).items():
-                w.writerow([name, f"external:{set_name}"] + [m[k] for k in keys])
-            for spec, m in entry.get("perturbed", {}).items():
-                w.writerow([name, f"perturbed:{spec}"] + [m[k] for k in keys])
-    os.replace(tmp, path)
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["model", "set"] + keys)
+    for name in report["ranking"]:
+        entry = report["models"][name]
+        w.writerow([name, "test"] + [entry["test"][k] for k in keys])
+        for set_name, m in entry.get("external", {}).items():
+            w.writerow([name, f"external:{set_name}"] + [m[k] for k in keys])
+        for spec, m in entry.get("perturbed", {}).items():
+            w.writerow([name, f"perturbed:{spec}"] + [m[k] for k in keys])
+    write_text_atomic(path, out.getvalue())
 
 
 def write_tensorboard(report, raw, plots, logdir):
@@ -489,9 +490,7 @@ def main(argv=None):
               "ranking": ranking, "models": models, "pairwise": pairwise(raw), "skipped": skipped}
     report["seed_groups"], report["seed_pairs"] = S.summarise(models)
     report["markdown"] = markdown(report, plots)
-    with open(os.path.join(out_dir, "report.md.tmp"), "w") as f:
-        f.write(report["markdown"])
-    os.replace(os.path.join(out_dir, "report.md.tmp"), os.path.join(out_dir, "report.md"))
+    write_text_atomic(os.path.join(out_dir, "report.md"), report["markdown"])
     write_json_atomic(os.path.join(out_dir, "metrics.json"),
                       {k: v for k, v in report.items() if k != "markdown"})
     write_csv(report, os.path.join(out_dir, "metrics.csv"))

@@ -11,7 +11,6 @@ import os
 import platform
 import re
 import shutil
-import tempfile
 import time
 import zipfile
 
@@ -27,16 +26,14 @@ def check_name(name, what):
     return name
 
 
-def write_json_atomic(path, obj):
-    """Write JSON to a temporary file beside path, then rename: readers see the old or the new file."""
-    folder = os.path.dirname(os.path.abspath(path))
+def write_atomic(path, write):
+    """write(tmp) a temporary file beside path, then rename it over path: readers see the old file or the new
+    one, never half of one. The temporary name keeps path's ending (Keras picks its format by it)."""
+    folder, base = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{base}")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=False)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):
@@ -44,6 +41,25 @@ def write_json_atomic(path, obj):
         if isinstance(e, OSError) and not e.filename:  # a failed write() names no file; say which
             raise OSError(e.errno, e.strerror, path) from e
         raise
+    return path
+
+
+def write_json_atomic(path, obj):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=False)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return write_atomic(path, write)
+
+
+def write_text_atomic(path, text):
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+
+    return write_atomic(path, write)
 
 
 def experiment_dir(runs_dir, experiment):
@@ -142,16 +158,6 @@ def read_run(folder):
         if not zipfile.is_zipfile(model_path):
             raise BrokenRun(f"{model_path}: truncated or damaged (not a Keras archive)")
     return info
-
-
-def load_model_safely(path):
-    """A .keras archive in Keras safe mode (no lambdas, no pickled code), uncompiled; BrokenRun if damaged."""
-    import keras
-
-    try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as e:  # a damaged archive surfaces as many exception types
-        raise BrokenRun(f"{path} cannot be loaded ({type(e).__name__}: {e})")
 
 
 def run_differences(info, cfg, manifest, ignore=(), gan_created=None):

@@ -128,12 +128,11 @@ class SampleGrid(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from PIL import Image
 
+        from data.runs import write_atomic
+
         steps = int(self.model.g_optimizer.iterations.numpy())
         picture = grid(to_uint8(self.model.ema_generator(self.z_fixed, training=False)))
         with self.writer.as_default():
             tf.summary.image("generated", picture[None], step=steps)
         self.writer.flush()
-        os.makedirs(self.png_dir, exist_ok=True)
-        tmp = os.path.join(self.png_dir, ".tmp.png")
-        Image.fromarray(picture).save(tmp)
-        os.replace(tmp, os.path.join(self.png_dir, f"step_{steps:06d}.png"))
+        write_atomic(os.path.join(self.png_dir, f"step_{steps:06d}.png"), Image.fromarray(picture).save)

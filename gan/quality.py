@@ -99,7 +99,8 @@ def kit_feature_space(runs_dir, experiment, image_size, seed=0):
     """(features(uint8 images) -> array, name of the space, baseline model and run.json or None)."""
     import keras
 
-    from data.runs import BrokenRun, experiment_dir, load_model_safely, read_run
+    from classifiers.layers import load_model_safely
+    from data.runs import BrokenRun, experiment_dir, read_run
 
     folder = os.path.join(experiment_dir(runs_dir, experiment), "baseline")
     try:

@@ -15,6 +15,7 @@ Stage 2 (finetune)  the discriminator's trunk with a fresh sigmoid head on the r
                     spread per variant and the paired difference across seeds: one run settles nothing.
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -23,43 +24,19 @@ import time
 import numpy as np
 
 from data.runtime import UserError, add_common_args, positive_int, run_main, setup
+from gan.config import PRESETS, probe_features, resolve_config
 
-PRESETS = {
-    # quick: a real attempt on 2 CPU cores, about 15 minutes of GAN training (10,000 steps at ~12 steps/s
-    # on an AVX512-BF16 EPYC; a slower CPU stops at the minute budget instead). The 760 real training faces
-    # are few for a GAN: DiffAugment keeps D from memorising them (without it the BatchNorm D won within
-    # ~100 steps, d_loss 0.02, samples stayed noise), the averaged generator draws the samples. Measured at
-    # 3,000 steps on the development faces (KID, baseline features; floor 0.00, step 0 7.07): BatchNorm D +
-    # label smoothing 0.1 0.51, spectral norm + smoothing 0.65, spectral norm without smoothing 0.89.
-    "quick": {"image_size": 64, "gan_steps": 10000, "gan_minutes": 15.0, "sample_every": 500, "gan_batch_size": 32,
-              "diffaugment": "color,translation,cutout", "ema_decay": 0.999, "spectral_norm": False,
-              "label_smoothing": 0.1, "instance_noise": 0.0,
-              "head_epochs": 2, "finetune_epochs": 6, "batch_size": 32, "seeds": 3, "probe_features": "block2"},
-    # (probe: on the development faces, 3 seeds, test AUC: block2 0.811 +- 0.007, block3 0.809 +- 0.010, the
-    # last layer 0.776 +- 0.008, every block average-pooled 0.663 +- 0.012; the last layer specialises in
-    # "real vs this generator's faces", and pooling throws away where in the aligned face a cue sits)
-    # paper: Radford et al.'s DCGAN as published (BatchNorm D, no augmentation, no averaging), longer
-    "paper": {"image_size": 64, "gan_steps": 20000, "gan_minutes": 0.0, "sample_every": 1000, "gan_batch_size": 64,
-              "diffaugment": "none", "ema_decay": 0.0, "spectral_norm": False, "label_smoothing": 0.0,
-              "instance_noise": 0.0,
-              "head_epochs": 2, "finetune_epochs": 10, "batch_size": 32, "seeds": 3, "probe_features": "last"},
-}
 HEAD_LEARNING_RATE = 1e-3
 FINETUNE_LEARNING_RATE = 1e-4
 HEAD_DROPOUT = 0.2
 SAMPLE_GRID = 32  # fixed latent vectors drawn every round
 # settings that say how a command was run, not what a stage makes: a finished stage is kept across them
-NOT_STAGE_CONFIG = ("runs_dir", "stage", "retrain", "strict", "inception_weights")
+NOT_STAGE_CONFIG = ("runs_dir", "stage", "retrain", "strict", "inception_weights",
+                    "epochs", "strategy", "resize_mode")  # (the last three: in the records of older runs only)
 # settings the GAN itself never sees
-FINETUNE_ONLY = ("finetune_epochs", "head_epochs", "batch_size", "epochs", "seeds", "probe_features")
+FINETUNE_ONLY = ("finetune_epochs", "head_epochs", "batch_size", "seeds", "probe_features")
 VARIANTS = ("dcgan-discriminator", "dcgan-linear-probe", "dcgan-scratch")
 SEED_SUFFIX = ".seed"  # dcgan-scratch.seed1338: compare.report groups the runs of one variant
-
-
-def probe_features(value):
-    if value in ("last", "pooled") or (value.startswith("block") and value[5:].isdigit()):
-        return value
-    raise argparse.ArgumentTypeError(f"{value!r}: choose last, pooled or blockN (e.g. block3)")
 
 
 def parse_args(argv=None):
@@ -98,36 +75,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def resolve_config(args):
-    cfg = dict(PRESETS[args.preset])
-    for key in ("image_size", "gan_steps", "gan_minutes", "sample_every", "gan_batch_size", "diffaugment", "ema_decay",
-                "label_smoothing", "instance_noise", "spectral_norm", "finetune_epochs", "head_epochs", "batch_size",
-                "seeds", "probe_features"):
-        if getattr(args, key) is not None:
-            cfg[key] = getattr(args, key)
-    from gan.augment import OPERATIONS
-    from gan.models import LATENT_DIM, _doublings
-
-    try:
-        _doublings(cfg["image_size"])
-    except ValueError as e:
-        raise UserError(str(e))
-    policy = [] if cfg["diffaugment"] in ("none", "") else cfg["diffaugment"].split(",")
-    unknown = [op for op in policy if op not in OPERATIONS]
-    if unknown:
-        raise UserError(f"--diffaugment: unknown operation(s) {', '.join(unknown)}; choose from {', '.join(OPERATIONS)}")
-    if not 0 <= cfg["ema_decay"] < 1 or cfg["gan_minutes"] < 0:
-        raise UserError("--ema-decay must be in [0, 1) and --gan-minutes at least 0")
-    cfg["sample_every"] = min(cfg["sample_every"], cfg["gan_steps"])
-    cfg["gan_steps"] = -(-cfg["gan_steps"] // cfg["sample_every"]) * cfg["sample_every"]  # whole rounds
-    cfg.update(diffaugment=",".join(policy) or "none", preset=args.preset, stage=args.stage, retrain=args.retrain,
-               gan_data=args.gan_data, latent_dim=LATENT_DIM, seed=args.seed, precision=args.precision,
-               runs_dir=os.path.abspath(args.runs_dir), experiment=args.experiment, data_dir=args.data_dir,
-               resize_mode="resize", strategy="none", epochs=cfg["finetune_epochs"], strict=args.strict,
-               inception_weights=args.inception_weights)
-    return cfg
-
-
 def gan_dataset(images, batch_size, seed):
     """uint8 faces -> shuffled batches in [-1, 1] (the generator's tanh range)."""
     import tensorflow as tf
@@ -144,33 +91,32 @@ def kept_run(cfg, manifest, name, gan_created=None):
     UserError where a finished run of another configuration would be replaced without --retrain."""
     from data.runs import experiment_dir, finished_run
 
-    final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), name)
+    final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), name)
     if name == "dcgan":
         ignore = NOT_STAGE_CONFIG + FINETUNE_ONLY
     else:  # each seed's run stands alone; only the probe reads --probe-features
         ignore = NOT_STAGE_CONFIG + ("seeds",) + (() if name.startswith("dcgan-linear-probe") else ("probe_features",))
-    return finished_run(final, cfg, manifest, cfg["retrain"], ignore=ignore, gan_created=gan_created)
+    return finished_run(final, cfg.record(), manifest, cfg.retrain, ignore=ignore, gan_created=gan_created)
 
 
-def train_gan(cfg, manifest, train, val):
+def train_gan(cfg, data):
     """Stage 1. Writes runs/<experiment>/dcgan/ unless this configuration's GAN is already there; its folder."""
     from data.runs import experiment_dir, run_lock
 
-    with run_lock(cfg["runs_dir"], cfg["experiment"], "dcgan"):
-        if kept_run(cfg, manifest, "dcgan") is None:
-            return _train_gan(cfg, manifest, train, val)
-        return os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "dcgan")
+    with run_lock(cfg.runs_dir, cfg.experiment, "dcgan"):
+        if kept_run(cfg, data.manifest, "dcgan") is None:
+            return _train_gan(cfg, data)
+        return os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), "dcgan")
 
 
 def make_gan(cfg):
     from gan.dcgan import DCGAN
     from gan.models import build_discriminator, build_generator
 
-    size, latent = cfg["image_size"], cfg["latent_dim"]
-    policy = () if cfg["diffaugment"] == "none" else tuple(cfg["diffaugment"].split(","))
-    gan = DCGAN(build_generator(size, latent), build_discriminator(size, spectral_norm=cfg["spectral_norm"]), latent,
-                label_smoothing=cfg["label_smoothing"], instance_noise=cfg["instance_noise"], seed=cfg["seed"],
-                augment=policy, ema_decay=cfg["ema_decay"])
+    size, latent = cfg.image_size, cfg.latent_dim
+    gan = DCGAN(build_generator(size, latent), build_discriminator(size, spectral_norm=cfg.spectral_norm), latent,
+                label_smoothing=cfg.label_smoothing, instance_noise=cfg.instance_noise, seed=cfg.seed,
+                augment=cfg.augment_policy, ema_decay=cfg.ema_decay)
     gan.compile()
     return gan
 
@@ -186,7 +132,7 @@ def step0_quality(work, gan, judge, cfg):
         with open(path) as f:
             return {k: tuple(v) for k, v in json.load(f).items()}
     except (OSError, ValueError):
-        ceiling = judge.kid_of(sample(gan.ema_generator, cfg["latent_dim"], seed=cfg["seed"]))
+        ceiling = judge.kid_of(sample(gan.ema_generator, cfg.latent_dim, seed=cfg.seed))
         write_json_atomic(path, ceiling)
         return ceiling
 
@@ -205,7 +151,7 @@ class StepBudget:
         from gan.quality import sample
 
         outer, cfg = self, self.cfg
-        budget = cfg["gan_minutes"] * 60 or float("inf")
+        budget = cfg.gan_minutes * 60 or float("inf")
 
         class _Budget(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
@@ -217,57 +163,56 @@ class StepBudget:
             def on_epoch_end(self, epoch, logs=None):
                 now, steps = time.time(), int(self.model.g_optimizer.iterations.numpy())
                 rate = (steps - self.round_start[1]) / max(now - self.round_start[0], 1e-9)
-                fake = sample(self.model.ema_generator, cfg["latent_dim"], seed=cfg["seed"])
+                fake = sample(self.model.ema_generator, cfg.latent_dim, seed=cfg.seed)
                 kid = outer.judge.kid_of(fake, spaces=("kit",))["kit"][0]
                 logs["kid"] = kid  # recorded in the history and in TensorBoard beside the losses
                 elapsed = self.base + now - self.started
-                left = min((cfg["gan_steps"] - steps) / rate, budget - elapsed)
-                print(f"dcgan: step {steps:,}/{cfg['gan_steps']:,} ({rate:.1f} steps/s), d_loss {logs['d_loss']:.3f}, "
+                left = min((cfg.gan_steps - steps) / rate, budget - elapsed)
+                print(f"dcgan: step {steps:,}/{cfg.gan_steps:,} ({rate:.1f} steps/s), d_loss {logs['d_loss']:.3f}, "
                       f"g_loss {logs['g_loss']:.3f}, KID {kid:.4f} (floor {outer.judge.floor['kit'][0]:.4f}), "
                       f"{max(left, 0) / 60:.1f} min left", flush=True)
-                if steps < cfg["gan_steps"] and elapsed + (now - self.round_start[0]) > budget:
+                if steps < cfg.gan_steps and elapsed + (now - self.round_start[0]) > budget:
                     outer.stopped_by = "minutes"
                     self.model.stop_training = True
                     print(f"dcgan: stopping at step {steps:,}: another round would end past the "
-                          f"{cfg['gan_minutes']:g}-minute budget (--gan-minutes)")
+                          f"{cfg.gan_minutes:g}-minute budget (--gan-minutes)")
 
         return _Budget()
 
 
-def _train_gan(cfg, manifest, train, val):
+def _train_gan(cfg, data):
     import keras
 
     from classifiers.checkpoint import EpochCheckpoint
-    from classifiers.train import ProgressFile
-    from data.runs import experiment_dir, partial_dir
+    from classifiers.runner import ProgressFile
+    from data.runs import partial_dir
     from gan.dcgan import SampleGrid
     from gan.quality import QualityJudge
 
-    x, y = train
-    images = x if cfg["gan_data"] == "all" else x[y == 0]
-    work = partial_dir(cfg["runs_dir"], cfg["experiment"], "dcgan")
-    final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "dcgan")
+    (x, y), val = data.train, data.val
+    images = x if cfg.gan_data == "all" else x[y == 0]
+    work = partial_dir(cfg.runs_dir, cfg.experiment, "dcgan")
     os.makedirs(work, exist_ok=True)
-    rounds = cfg["gan_steps"] // cfg["sample_every"]
-    print(f"dcgan: {cfg['gan_steps']:,} steps ({rounds} rounds of {cfg['sample_every']}"
-          + (f", at most {cfg['gan_minutes']:g} min" if cfg["gan_minutes"] else "") + f") on {len(images):,} "
-          f"{'real ' if cfg['gan_data'] == 'real' else ''}training images at {cfg['image_size']}px, "
-          f"DiffAugment {cfg['diffaugment']}, generator average {cfg['ema_decay']:g}")
+    rounds = cfg.gan_steps // cfg.sample_every
+    print(f"dcgan: {cfg.gan_steps:,} steps ({rounds} rounds of {cfg.sample_every}"
+          + (f", at most {cfg.gan_minutes:g} min" if cfg.gan_minutes else "") + f") on {len(images):,} "
+          f"{'real ' if cfg.gan_data == 'real' else ''}training images at {cfg.image_size}px, "
+          f"DiffAugment {cfg.diffaugment}, generator average {cfg.ema_decay:g}")
     gan = make_gan(cfg)
-    judge = QualityJudge(cfg["runs_dir"], cfg["experiment"], x[y == 0], val[0][val[1] == 0], cfg["seed"],
-                         cfg["inception_weights"])
+    judge = QualityJudge(cfg.runs_dir, cfg.experiment, x[y == 0], val[0][val[1] == 0], cfg.seed,
+                         cfg.inception_weights)
     ceiling = step0_quality(work, gan, judge, cfg)
     progress = ProgressFile(os.path.join(work, "progress.json"))
     budget = StepBudget(cfg, progress, judge)
     checkpoint = EpochCheckpoint(os.path.join(work, "backup"), "dcgan", rounds,
                                  "both networks, the averaged generator and both optimizers", unit="round")
-    z_fixed = np.random.default_rng(cfg["seed"]).normal(size=(SAMPLE_GRID, cfg["latent_dim"])).astype("float32")
+    z_fixed = np.random.default_rng(cfg.seed).normal(size=(SAMPLE_GRID, cfg.latent_dim)).astype("float32")
     callbacks = [budget.callback(), progress.callback(), checkpoint,
                  keras.callbacks.TensorBoard(os.path.join(work, "logs")),
                  SampleGrid(z_fixed, os.path.join(work, "logs"), os.path.join(work, "samples"))]
-    gan.fit(gan_dataset(images, cfg["gan_batch_size"], cfg["seed"]).repeat(), steps_per_epoch=cfg["sample_every"],
+    gan.fit(gan_dataset(images, cfg.gan_batch_size, cfg.seed).repeat(), steps_per_epoch=cfg.sample_every,
             epochs=rounds, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0, shuffle=False)
-    return finish_gan(cfg, manifest, gan, judge, ceiling, progress, checkpoint, budget.stopped_by, len(images))
+    return finish_gan(cfg, data.manifest, gan, judge, ceiling, progress, checkpoint, budget.stopped_by, len(images))
 
 
 def finish_gan(cfg, manifest, gan, judge, ceiling, progress, checkpoint, stopped_by, train_images):
@@ -275,25 +220,23 @@ def finish_gan(cfg, manifest, gan, judge, ceiling, progress, checkpoint, stopped
     import keras
 
     from classifiers.checkpoint import ensure_room_for
-    from data.runs import experiment_dir, finish_run, library_versions, partial_dir, write_json_atomic
+    from data.runs import experiment_dir, finish_run, library_versions, partial_dir, write_atomic, write_json_atomic
     from gan.quality import describe, sample
 
-    work = partial_dir(cfg["runs_dir"], cfg["experiment"], "dcgan")
-    final = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "dcgan")
+    work = partial_dir(cfg.runs_dir, cfg.experiment, "dcgan")
+    final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), "dcgan")
     ensure_room_for(work, gan, "the generators and discriminator")
     for name, net in (("generator", gan.ema_generator), ("generator_raw", gan.generator),
                       ("discriminator", gan.discriminator)):
-        tmp = os.path.join(work, f"{name}.tmp.keras")
-        net.save(tmp)
-        os.replace(tmp, os.path.join(work, f"{name}.keras"))
-    quality = judge.summary(sample(gan.ema_generator, cfg["latent_dim"], seed=cfg["seed"] + 1), ceiling)
+        write_atomic(os.path.join(work, f"{name}.keras"), net.save)
+    quality = judge.summary(sample(gan.ema_generator, cfg.latent_dim, seed=cfg.seed + 1), ceiling)
     write_json_atomic(os.path.join(work, "split.json"), manifest)
     epochs = progress.state["epochs"]
     info = {
         "model": "dcgan", "kind": "gan", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": {k: v for k, v in cfg.items() if k != "runs_dir"},
-        "image_size": cfg["image_size"], "precision": keras.mixed_precision.global_policy().name,
-        "seed": cfg["seed"], "split_fingerprint": manifest["fingerprint"], "data_dir": manifest["data_dir"],
+        "config": cfg.record(),
+        "image_size": cfg.image_size, "precision": keras.mixed_precision.global_policy().name,
+        "seed": cfg.seed, "split_fingerprint": manifest["fingerprint"], "data_dir": manifest["data_dir"],
         "train_images": int(train_images), "train_seconds": round(progress.state["seconds"], 2),
         "steps_completed": int(gan.g_optimizer.iterations.numpy()), "stopped_by": stopped_by,
         "epochs_completed": len(epochs), "resumed_from_round": checkpoint.resumed_from or None,
@@ -301,7 +244,7 @@ def finish_gan(cfg, manifest, gan, judge, ceiling, progress, checkpoint, stopped
         "params": {"generator": int(gan.generator.count_params()),
                    "discriminator": int(gan.discriminator.count_params())},
         "quality": quality,
-        "history": [dict(round=int(e), steps=int(e) * cfg["sample_every"], **m)
+        "history": [dict(round=int(e), steps=int(e) * cfg.sample_every, **m)
                     for e, m in sorted(epochs.items(), key=lambda kv: int(kv[0]))],
         "versions": library_versions(),
     }
@@ -331,7 +274,7 @@ def detector_from_trunk(trunk, image_size, name):
 
 def stage2_runs(cfg):
     """[(run name, variant, seed)]: every variant for every seed; with one seed the plain names."""
-    seeds = [cfg["seed"] + i for i in range(cfg["seeds"])]
+    seeds = [cfg.seed + i for i in range(cfg.seeds)]
     return [(variant if len(seeds) == 1 else f"{variant}{SEED_SUFFIX}{seed}", variant, seed)
             for seed in seeds for variant in VARIANTS]
 
@@ -340,34 +283,42 @@ def trained_gan(cfg, manifest):
     """(folder, run.json) of the experiment's finished GAN, checked against this split and image size."""
     from data.runs import BrokenRun, experiment_dir, read_run
 
-    gan_dir = os.path.join(experiment_dir(cfg["runs_dir"], cfg["experiment"]), "dcgan")
+    gan_dir = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), "dcgan")
     try:
         gan_info = read_run(gan_dir)
     except BrokenRun as e:
         raise UserError(f"--stage finetune needs a trained GAN: {e} (run --stage gan first)")
     if gan_info["split_fingerprint"] != manifest["fingerprint"]:
         raise UserError(f"{gan_dir} was trained on another split; retrain it with --stage gan")
-    if int(gan_info["image_size"]) != cfg["image_size"]:
+    if int(gan_info["image_size"]) != cfg.image_size:
         raise UserError(f"the GAN in {gan_dir} works at {gan_info['image_size']}px; pass --image-size "
                         f"{gan_info['image_size']}")
     return gan_dir, gan_info
 
 
-def fine_tune_discriminator(cfg, manifest, train, val):
+def fine_tune_discriminator(cfg, data):
     """Stage 2: per seed, three detector runs that differ only in where the trunk starts and what is trained."""
-    gan_dir, gan_info = trained_gan(cfg, manifest)
+    import keras
+
+    from classifiers.runner import train_run
+
+    gan_dir, gan_info = trained_gan(cfg, data.manifest)
     results = {}
     for name, variant, seed in stage2_runs(cfg):
-        run_cfg = dict(cfg, seed=seed)
+        run_cfg = dataclasses.replace(cfg, seed=seed)
         pretrained = variant != "dcgan-scratch"
-        kept = kept_run(run_cfg, manifest, name, gan_created=gan_info["created"] if pretrained else None)
-        results[name] = kept or train_variant(run_cfg, manifest, train, val, name, variant, gan_dir, gan_info)
+        kept = kept_run(run_cfg, data.manifest, name, gan_created=gan_info["created"] if pretrained else None)
+        if kept is None:
+            keras.utils.set_random_seed(seed)  # each seed's run starts alike, whatever ran before it
+            kept = train_run(variant_spec(run_cfg, name, variant, gan_dir, gan_info), run_cfg, data)[1]
+        results[name] = kept
     return results
 
 
 def variant_trunk(variant, gan_dir, gan_info, probe_features):
     """The trunk a variant starts from: the GAN's discriminator (the probe may read every block), or random."""
-    from data.runs import BrokenRun, load_model_safely
+    from classifiers.layers import load_model_safely
+    from data.runs import BrokenRun
     from gan.models import build_discriminator_trunk, probe_trunk_of, trunk_of
 
     size = int(gan_info["image_size"])
@@ -385,56 +336,47 @@ def variant_trunk(variant, gan_dir, gan_info, probe_features):
         raise UserError(str(e))
 
 
-def train_variant(cfg, manifest, train, val, name, variant, gan_dir, gan_info):
-    """One stage-2 run: a warm-up (the head alone on a pretrained trunk), then the budgeted training."""
-    import keras
-
-    from classifiers.checkpoint import read_state
-    from classifiers.models import compile_detector
-    from classifiers.train import train_run, verbosity
-    from data.pipeline import make_dataset
-    from data.runs import partial_dir
+def variant_spec(cfg, name, variant, gan_dir, gan_info):
+    """One stage-2 run: a warm-up of the head alone on a pretrained trunk (of everything on a random one), then
+    the main phase: everything at a lower rate (the discriminator), or still the head alone (the probe)."""
+    from classifiers.models import compile_detector, inner_model
+    from classifiers.runner import Phase, RunSpec
 
     size, pretrained, unfreeze = int(gan_info["image_size"]), variant != "dcgan-scratch", variant != "dcgan-linear-probe"
-    train_ds = make_dataset(train[0], train[1], cfg["batch_size"], training=True, seed=cfg["seed"])
-    val_ds = make_dataset(val[0], val[1], cfg["batch_size"])
-    keras.utils.set_random_seed(cfg["seed"])  # each seed's run starts alike, whatever ran before it
+    rate = FINETUNE_LEARNING_RATE if unfreeze else HEAD_LEARNING_RATE
 
-    def build():
-        trunk = variant_trunk(variant, gan_dir, gan_info, cfg["probe_features"])
-        trunk.trainable = not pretrained  # a random trunk has nothing to protect from a fresh head
-        model = compile_detector(detector_from_trunk(trunk, size, name), HEAD_LEARNING_RATE)
-        if read_state(os.path.join(partial_dir(cfg["runs_dir"], cfg["experiment"], name), "backup"))[0]:
-            print(f"{name}: warm-up already done before the interruption; its checkpoint holds the result")
-        else:
-            print(f"{name}: {cfg['head_epochs']} warm-up epoch(s) of the "
-                  f"{'head alone' if pretrained else 'whole network'} at lr {HEAD_LEARNING_RATE}")
-            model.fit(train_ds, validation_data=val_ds, epochs=cfg["head_epochs"], verbose=verbosity(), shuffle=False)
-        trunk.trainable = unfreeze
-        return compile_detector(model, FINETUNE_LEARNING_RATE if unfreeze else HEAD_LEARNING_RATE)
+    def trunk_trainable(trainable):
+        return lambda model: setattr(inner_model(model), "trainable", trainable)
+
+    def compile_main_phase(model):
+        trunk_trainable(unfreeze)(model)
+        return compile_detector(model, rate)
 
     hp = {"trunk": "GAN discriminator" if pretrained else "random init", "trunk_trained": unfreeze,
-          "variant": variant, "head_epochs": cfg["head_epochs"], "head_learning_rate": HEAD_LEARNING_RATE,
-          "finetune_learning_rate": FINETUNE_LEARNING_RATE if unfreeze else HEAD_LEARNING_RATE,
-          "dropout": HEAD_DROPOUT, "gan_run": "dcgan" if pretrained else None,
-          "probe_features": cfg["probe_features"] if variant == "dcgan-linear-probe" else None}
+          "variant": variant, "head_epochs": cfg.head_epochs, "head_learning_rate": HEAD_LEARNING_RATE,
+          "finetune_learning_rate": rate, "dropout": HEAD_DROPOUT, "gan_run": "dcgan" if pretrained else None,
+          "probe_features": cfg.probe_features if variant == "dcgan-linear-probe" else None}
     gan_note = {"gan": {"steps": gan_info.get("steps_completed"), "quality": gan_info.get("quality"),
                         "created": gan_info["created"]}}
-    return train_run(name, build, cfg, manifest, train, val, hp, extra=gan_note if pretrained else None)[1]
+    warmup = Phase("the head alone" if pretrained else "the whole network", cfg.head_epochs, HEAD_LEARNING_RATE,
+                   trunk_trainable(not pretrained))
+    return RunSpec(name, build=lambda: detector_from_trunk(variant_trunk(variant, gan_dir, gan_info,
+                                                                         cfg.probe_features), size, name),
+                   compile=compile_main_phase, epochs=cfg.finetune_epochs, hyperparameters=hp, warmup=(warmup,),
+                   extra=gan_note if pretrained else None)
 
 
 def main(argv=None):
-    from classifiers.train import prepare
+    from classifiers.runner import prepare
 
-    args = parse_args(argv)
-    cfg = resolve_config(args)
-    cfg["precision"] = setup(cfg["seed"], cfg["precision"])
-    print("config: " + json.dumps(cfg, sort_keys=True))
-    manifest, train, val = prepare(cfg)
-    if cfg["stage"] in ("all", "gan"):
-        train_gan(cfg, manifest, train, val)
-    if cfg["stage"] in ("all", "finetune"):
-        fine_tune_discriminator(cfg, manifest, train, val)
+    cfg = resolve_config(parse_args(argv))
+    cfg = dataclasses.replace(cfg, precision=setup(cfg.seed, cfg.precision))
+    print("config: " + json.dumps(dataclasses.asdict(cfg), sort_keys=True))
+    data = prepare(cfg)
+    if cfg.stage in ("all", "gan"):
+        train_gan(cfg, data)
+    if cfg.stage in ("all", "finetune"):
+        fine_tune_discriminator(cfg, data)
     return 0
 
 

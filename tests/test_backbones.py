@@ -8,7 +8,8 @@ import pytest
 
 from classifiers import train as train_cli
 from classifiers.backbones import BACKBONES, build_backbone_detector, preprocessing
-from data.runs import load_model_safely, read_run
+from classifiers.layers import load_model_safely
+from data.runs import read_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

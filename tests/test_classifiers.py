@@ -37,7 +37,7 @@ def test_baseline_trains_and_writes_a_complete_run(tiny_faces, tmp_path, capsys)
 
 
 def test_resnet_recipe_trains_and_records_its_recipe(tiny_faces, tmp_path):
-    from classifiers.train import RESNET
+    from classifiers.registry import RESNET
 
     runs = str(tmp_path / "runs")
     assert train_cli.main(["--model", "resnet", "--data-dir", tiny_faces, "--runs-dir", runs, "--epochs", "2"]
@@ -70,7 +70,7 @@ def test_search_runs_trials_resumes_and_retrains_the_best(tiny_faces, tmp_path):
     assert len(trials) == 3
     assert [t["hyperparameters"] for t in trials[:2]] == [t["hyperparameters"] for t in first["search"]["trials"]]
     from classifiers.search import hyperparameters_to_config
-    from classifiers.train import BASELINE
+    from classifiers.registry import BASELINE
 
     # the baseline's configuration is always the first trial, and the search never returns less than it
     assert hyperparameters_to_config(trials[0]["hyperparameters"]) == BASELINE

@@ -141,7 +141,7 @@ def test_saliency_works_for_any_detector_a_backbone_too():
     import numpy as np
 
     from classifiers.backbones import build_backbone_detector
-    from compare.saliency import pick_faces, saliency_maps
+    from classifiers.saliency import pick_faces, saliency_maps
 
     _, model = build_backbone_detector("mobilenetv3small", 32, "none")
     x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")

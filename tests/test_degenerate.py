@@ -13,7 +13,8 @@ from PIL import Image
 
 from classifiers import train as train_cli
 from conftest import completed_trials, epochs_recorded, smooth_image, write_image
-from data.runs import load_model_safely, read_run
+from classifiers.layers import load_model_safely
+from data.runs import read_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "16", "--batch-size", "16", "--seed", "3", "--epochs", "1"]

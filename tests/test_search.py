@@ -5,8 +5,9 @@ import numpy as np
 
 from classifiers import search
 from classifiers import train as train_cli
-from classifiers.train import BASELINE
-from data.runs import load_model_safely, read_run
+from classifiers.registry import BASELINE
+from classifiers.layers import load_model_safely
+from data.runs import read_run
 
 TINY = ["--image-size", "16", "--batch-size", "16", "--seed", "3"]
 

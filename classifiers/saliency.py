@@ -7,9 +7,9 @@ percentile. Unlike Grad-CAM it needs no "last convolution" to be found, so it wo
 CNN, a ResNet, a pretrained backbone or a model with custom layers; the price is a noisier map than
 Grad-CAM's coarse one. Bright = changing these pixels would change the verdict most.
 """
-import os
-
 import numpy as np
+
+from data.runs import write_atomic
 
 SMOOTHGRAD_SAMPLES = 8
 SMOOTHGRAD_NOISE = 0.10  # standard deviation of the added noise, as a share of the 0-255 range
@@ -81,8 +81,6 @@ def figure(images, maps, captions, title, path):
             ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=90)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=90))
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -1,0 +1,62 @@
+"""The configuration of a `classifiers.train` command: presets, then a typed, frozen record of every setting.
+
+`DetectorConfig` is what the command prints at its start and what run.json records under "config" (all of
+it but runs_dir, which says where, not what), so a finished run can be compared with the one about to
+replace it. Change a setting with dataclasses.replace(cfg, epochs=3), never in place.
+"""
+import dataclasses
+import os
+from typing import Optional
+
+from data.pipeline import RESIZE_MODES  # noqa: F401  (the choices of resize_mode)
+
+PRESETS = {
+    # quick: minutes on 2 CPU cores, and still learns. The search is Hyperband promoting the best trials to
+    # 12 epochs (deep nets need that long to show their worth), stopped after 15 minutes or 30 trials.
+    "quick": {"image_size": 64, "epochs": 8, "max_trials": 30, "search_epochs": 12, "search_minutes": 15,
+              "batch_size": 32},
+    # paper: the original study's settings
+    "paper": {"image_size": 256, "epochs": 10, "max_trials": 30, "search_epochs": 10, "search_minutes": None,
+              "batch_size": 32},
+}
+TUNERS = ("random", "hyperband", "bayesian")
+STRATEGIES = ("none", "mirrored", "multiworker")
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorConfig:
+    model: str = "baseline"  # a name in classifiers.registry.DETECTORS, or hpsearch
+    preset: str = "quick"
+    image_size: int = 64
+    resize_mode: str = "resize"  # squash each face to the input size, or cut its centre at full detail
+    epochs: int = 8
+    batch_size: int = 32
+    # the search (hpsearch): its budget and its tuner
+    max_trials: int = 30
+    search_epochs: int = 12
+    search_minutes: Optional[float] = 15
+    tuner: str = "hyperband"
+    # --model backbone only
+    backbone: Optional[str] = None
+    weights: Optional[str] = None
+    # how and where the command runs
+    strategy: str = "none"
+    seed: int = 1337
+    precision: str = "auto"
+    runs_dir: str = "runs"
+    experiment: str = "default"
+    data_dir: Optional[str] = None
+    strict: bool = False
+    retrain: bool = False
+
+    @classmethod
+    def from_preset(cls, preset="quick", **settings):
+        """The preset's values, overridden by settings (None leaves the preset's value)."""
+        values = dict(PRESETS[preset], preset=preset)
+        values.update({k: v for k, v in settings.items() if v is not None})
+        values["runs_dir"] = os.path.abspath(values.get("runs_dir", cls.runs_dir))
+        return cls(**values)
+
+    def record(self):
+        """The settings run.json keeps: every field but runs_dir."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "runs_dir"}

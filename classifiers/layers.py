@@ -1,0 +1,48 @@
+"""The kit's own Keras layers, and the one way the kit loads a saved model.
+
+Keras safe mode refuses anything executable in an archive (lambdas, pickled code) and knows only the
+layers registered before loading. Every layer a detector needs lives here, registered under the package
+"deepfake_kit", and `load_model_safely` imports this module first: safe mode then loads the kit's own
+layers and still refuses everything else. A new layer goes here, with get_config() for its arguments.
+"""
+from data.runs import BrokenRun
+from data.runtime import import_tensorflow
+
+import_tensorflow()  # TensorFlow's start-up noise silenced before Keras imports it
+import keras  # noqa: E402
+from keras import ops  # noqa: E402
+
+PACKAGE = "deepfake_kit"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LogSpectrum(keras.layers.Layer):
+    """log(1 + |2-D Fourier transform|) of each channel, zero frequency at the centre.
+
+    A GAN's upsampling layers leave peaks at fixed frequencies that are hard to see in pixels and plain in
+    the spectrum (Frank et al. 2020; Durall et al. 2020). Computed in float32 whatever the dtype policy:
+    the transform's dynamic range does not survive bfloat16."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, images):
+        x = ops.transpose(ops.cast(images, "float32"), (0, 3, 1, 2))  # the transform runs over the last two axes
+        real, imag = ops.fft2((x, ops.zeros_like(x)))
+        magnitude = ops.log1p(ops.sqrt(real * real + imag * imag))
+        height, width = images.shape[1], images.shape[2]
+        magnitude = ops.roll(ops.roll(magnitude, height // 2, axis=2), width // 2, axis=3)
+        return ops.transpose(magnitude, (0, 2, 3, 1))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def load_model_safely(path):
+    """A .keras archive in Keras safe mode (no lambdas, no pickled code; the kit's layers above are known),
+    uncompiled; BrokenRun naming the file when it is damaged or holds something safe mode refuses."""
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # a damaged archive surfaces as many exception types
+        raise BrokenRun(f"{path} cannot be loaded ({type(e).__name__}: {e})")

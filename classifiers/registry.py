@@ -1,0 +1,133 @@
+"""Every detector `python -m classifiers.train --model NAME` can train: one table, DETECTORS.
+
+Adding a detector is one function and one line in the table (README, "Extending the kit"): the function
+builds an uncompiled Keras model from [0, 255] RGB faces (image_size x image_size x 3) to P(fake) (one float32
+sigmoid); the line names it and gives its hyperparameters, which run.json records. By default it is trained
+with Adam at its "learning_rate" for the preset's epochs; a `recipe`, a warm-up or its own epochs are options.
+The training CLI, the search (whose trial 1 and reference are the baseline below) and `--help` read this table.
+"""
+import dataclasses
+from typing import Callable, Mapping, Optional
+
+from classifiers.runner import Phase, RunSpec, training_steps
+from data.pipeline import AUGMENTATIONS
+
+# The original study's CNN, and the search's first trial
+BASELINE = {"filters": [32, 64], "head": "flatten", "dropout": 0.2, "residual": False, "learning_rate": 1e-3,
+            "augment": False, "schedule": "constant"}
+# The strong from-scratch recipe: a small ResNet, AdamW with warm-up and cosine decay, label smoothing, flips
+# and mixup. No shifts, JPEG, blur or resizing: on the development faces each of them slowed learning badly
+# (see README, "Quality per CPU-minute").
+RESNET = {"widths": [32, 64, 128, 256], "blocks": [1, 1, 1, 1], "stem_stride": 1, "head": "gap", "dropout": 0.3,
+          "learning_rate": 2e-3, "weight_decay": 0.05, "warmup_epochs": 2, "label_smoothing": 0.1,
+          "augment": ["flip"], "mixup": 0.2}
+RESNET_EPOCHS = {"quick": 30, "paper": 60}
+# An ImageNet network with a new head; warm-up: the head alone, then the top blocks; then everything
+BACKBONE = {"head_epochs": 2, "top_epochs": 2, "head_learning_rate": 1e-3, "top_learning_rate": 1e-4,
+            "learning_rate": 3e-5, "scratch_learning_rate": 1e-3, "augment": ["flip"]}
+
+
+def adam(model, hp, steps_per_epoch, epochs):
+    """The default recipe: Adam at hp["learning_rate"], constant or (hp["schedule"] "cosine") decayed over the run."""
+    from classifiers.models import compile_detector
+
+    return compile_detector(model, hp["learning_rate"], hp.get("schedule", "constant"), steps_per_epoch * epochs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Detector:
+    build: Callable  # build(cfg, hp) -> uncompiled keras.Model; cfg: DetectorConfig, hp: the hyperparameters
+    help: str  # what --model shows
+    defaults: Mapping = dataclasses.field(default_factory=lambda: {"learning_rate": 1e-3})
+    epochs: Optional[Mapping] = None  # preset -> epochs, where it needs another budget than the preset's
+    recipe: Callable = adam  # recipe(model, hp, steps_per_epoch, epochs) -> the model, compiled (and unfrozen)
+    warmup: Optional[Callable] = None  # warmup(hp) -> [Phase]: fit()s before the main one, skipped on resume
+    options: tuple = ()  # DetectorConfig fields it reads, recorded with its hyperparameters
+    folder: str = "{model}"  # the run folder's name, formatted with the config's fields
+
+    def hyperparameters(self, cfg):
+        return dict(self.defaults, **{k: getattr(cfg, k) for k in self.options})
+
+
+def baseline(cfg, hp):
+    from classifiers.models import cnn
+
+    return cnn(cfg.image_size, hp["filters"], hp["head"], hp["dropout"], hp["residual"], name="baseline")
+
+
+def resnet(cfg, hp):
+    from classifiers.models import build_resnet
+
+    return build_resnet(cfg.image_size, hp["widths"], hp["blocks"], hp["dropout"], hp["stem_stride"], hp["head"],
+                        name="resnet")
+
+
+def resnet_recipe(model, hp, steps_per_epoch, epochs):
+    from classifiers.models import compile_recipe
+
+    return compile_recipe(model, hp["learning_rate"], steps_per_epoch * epochs, steps_per_epoch * hp["warmup_epochs"],
+                          hp["weight_decay"], hp["label_smoothing"])
+
+
+def backbone(cfg, hp):
+    from classifiers.backbones import build_backbone_detector
+
+    return build_backbone_detector(hp["backbone"], cfg.image_size, hp["weights"])[0]
+
+
+def backbone_warmup(hp):
+    """ImageNet weights: the fresh head alone, then the top blocks too; random weights have nothing to protect."""
+    from classifiers.backbones import set_trainable
+    from classifiers.models import inner_model
+
+    if hp["weights"] == "none":
+        return []
+    return [Phase("the head", hp["head_epochs"], hp["head_learning_rate"],
+                  lambda model: set_trainable(inner_model(model), "head")),
+            Phase("the top", hp["top_epochs"], hp["top_learning_rate"],
+                  lambda model: set_trainable(inner_model(model), "top"))]
+
+
+def backbone_recipe(model, hp, steps_per_epoch, epochs):
+    from classifiers.backbones import set_trainable
+    from classifiers.models import compile_detector, inner_model
+
+    if hp["weights"] == "none":
+        return compile_detector(model, hp["scratch_learning_rate"])
+    set_trainable(inner_model(model), "all")  # BatchNorm stays frozen: batches of 32 would wreck ImageNet's
+    return compile_detector(model, hp["learning_rate"])
+
+
+DETECTORS = {
+    "baseline": Detector(baseline, "the study's CNN", BASELINE),
+    "resnet": Detector(resnet, "the strong from-scratch recipe", RESNET, RESNET_EPOCHS, resnet_recipe),
+    "backbone": Detector(backbone, "a keras.applications network (--backbone, --weights) with a new head", BACKBONE,
+                         recipe=backbone_recipe, warmup=backbone_warmup, options=("backbone", "weights"),
+                         folder="backbone-{backbone}"),
+}
+
+
+# what the search's "augment" switch turns on: every perturbation but shifts, which slowed learning most
+AUGMENT_SWITCH = tuple(a for a in AUGMENTATIONS if a != "shift")
+
+
+def augmentations(value):
+    """A hyperparameter's "augment": a list of perturbations, or the search's switch (True: AUGMENT_SWITCH)."""
+    if value is True:
+        return AUGMENT_SWITCH
+    return tuple(value or ())
+
+
+def run_name(cfg):
+    return DETECTORS[cfg.model].folder.format(**dataclasses.asdict(cfg)) if cfg.model in DETECTORS else cfg.model
+
+
+def detector_spec(cfg, train_labels, name=None):
+    """The RunSpec of cfg.model (a registered detector) for the runner: trained for cfg.epochs."""
+    detector = DETECTORS[cfg.model]
+    hp = detector.hyperparameters(cfg)
+    steps_per_epoch = training_steps(len(train_labels), cfg.batch_size, 1)
+    return RunSpec(name=name or run_name(cfg), build=lambda: detector.build(cfg, hp),
+                   compile=lambda model: detector.recipe(model, hp, steps_per_epoch, cfg.epochs), epochs=cfg.epochs,
+                   hyperparameters=hp, warmup=tuple(detector.warmup(hp)) if detector.warmup else (),
+                   augment=augmentations(hp.get("augment")), mixup=hp.get("mixup", 0.0))

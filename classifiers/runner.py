@@ -1,0 +1,271 @@
+"""The one place that turns a detector (a RunSpec: how to build and train it) and the experiment's split into
+a finished run folder, runs/<experiment>/<name>/: model.keras, run.json, split.json, logs/.
+
+Every trainer of the kit comes here - the CLI's detectors, the search's winner, the GAN's fine-tuned
+discriminators - so every run folder has the same shape and compare needs nothing else. In order:
+the model's lock (two commands never train into one folder); the model built inside the tf.distribute
+strategy's scope; the warm-up phases (e.g. a new head alone on a pretrained trunk), unless a checkpoint
+says they are done; the main phase with an epoch checkpoint, a progress file and TensorBoard; model.keras;
+the validation figures and threshold; run.json last, and the folder renamed into place.
+"""
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Callable, Mapping, NamedTuple, Optional
+
+from data.runtime import UserError, import_tensorflow
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """A warm-up fit() before the main phase: `trainable(model)` sets what it trains, at this Adam rate."""
+    label: str  # what it trains, in the progress line: "the head"
+    epochs: int
+    learning_rate: float
+    trainable: Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """What a run trains and how: everything the runner needs besides the configuration and the data."""
+    name: str  # the run folder's name
+    build: Callable  # build() -> an uncompiled keras.Model, [0, 255] RGB in, P(fake) out
+    compile: Callable  # compile(model) -> the model compiled for the main phase (and set trainable for it)
+    epochs: int  # of the main phase
+    hyperparameters: Mapping  # recorded in run.json
+    warmup: tuple = ()  # Phases before the main one
+    augment: tuple = ()  # training perturbations (data.pipeline.AUGMENTATIONS)
+    mixup: float = 0.0
+    callbacks: tuple = ()  # more Keras callbacks for the main phase
+    extra: Optional[Mapping] = None  # more run.json entries
+
+
+class SplitData(NamedTuple):
+    manifest: dict  # the experiment's split (data.split)
+    train: tuple  # (uint8 images, labels)
+    val: tuple
+
+
+def prepare(cfg, log=print):
+    """Resolve the data, make or reuse the experiment's split, decode train and validation once.
+    cfg: any configuration with data_dir, runs_dir, experiment, strict, image_size and resize_mode."""
+    from data.pipeline import load_split
+    from data.split import experiment_split
+    from data.synthetic import resolve_data_dir
+
+    data_dir = resolve_data_dir(cfg.data_dir, cfg.runs_dir)
+    manifest = experiment_split(data_dir, cfg.runs_dir, cfg.experiment, log=log, strict=cfg.strict)
+    size, mode = cfg.image_size, cfg.resize_mode
+    train = load_split(manifest, "train", size, mode)[:2]
+    val = load_split(manifest, "val", size, mode)[:2]
+    log(f"data: {len(train[1]):,} training and {len(val[1]):,} validation images at {size}px ({mode})")
+    return SplitData(manifest, train, val)
+
+
+def make_strategy(name):
+    """(strategy or None, whether this process writes the run). Must run before any other TF op."""
+    if name == "none":
+        return None, True
+    tf = import_tensorflow()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(), True
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    if not tf_config.get("cluster"):
+        raise UserError("--strategy multiworker needs TF_CONFIG describing the cluster and this task "
+                        "(see README, 'More than one machine')")
+    task = tf_config.get("task", {})
+    has_chief = "chief" in tf_config["cluster"]
+    chief = task.get("type") == "chief" or (not has_chief and task.get("type") == "worker" and task.get("index") == 0)
+    from classifiers.multiworker import patch_keras_for_multiworker
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    patch_keras_for_multiworker()
+    return strategy, chief
+
+
+class ProgressFile:
+    """Builds a Keras callback that records finished epochs and wall time, so a resumed run knows both."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            with open(path) as f:
+                self.state = json.load(f)
+        except (OSError, ValueError):
+            self.state = {"seconds": 0.0, "epochs": {}}
+
+    def callback(self):
+        import keras
+
+        from data.runs import write_json_atomic
+
+        outer = self
+
+        class _Record(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.started = time.time()
+                self.base = outer.state["seconds"]
+
+            def on_epoch_end(self, epoch, logs=None):
+                outer.state["seconds"] = self.base + time.time() - self.started
+                outer.state["epochs"][str(epoch + 1)] = {k: float(v) for k, v in (logs or {}).items()}
+                write_json_atomic(outer.path, outer.state)
+
+        return _Record()
+
+
+def verbosity():
+    """Keras's progress bar on a terminal, one line per epoch in a log file."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def training_steps(train_images, batch_size, epochs):
+    """Optimizer steps in a run of `epochs` epochs (what a cosine schedule decays over)."""
+    return max(1, -(-train_images // batch_size)) * epochs
+
+
+def evaluate_validation(model, x, y, batch_size):
+    from classifiers.metrics import accuracy, roc_auc, youden_threshold
+
+    p = model.predict(x.astype("float32"), batch_size=batch_size, verbose=0).reshape(-1)
+    threshold = youden_threshold(y, p)
+    return {"auc": roc_auc(y, p), "accuracy": accuracy(y, p, 0.5), "threshold": threshold,
+            "accuracy_at_threshold": accuracy(y, p, threshold), "images": int(len(y))}
+
+
+def train_run(spec, cfg, data, strategy=None, chief=True):
+    """Train spec on data and write its run folder; (folder, run.json), or (None, None) on a worker that
+    does not write. cfg: a configuration with runs_dir, experiment, batch_size, seed, image_size,
+    resize_mode and record() (what run.json keeps as "config")."""
+    from data.runs import run_lock
+
+    if not chief:
+        return _train_and_write(spec, cfg, data, strategy, chief=False)
+    with run_lock(cfg.runs_dir, cfg.experiment, spec.name):
+        return _train_and_write(spec, cfg, data, strategy, chief=True)
+
+
+def _train_and_write(spec, cfg, data, strategy, chief):
+    from classifiers.checkpoint import EpochCheckpoint
+    from data.runs import experiment_dir, finish_run, partial_dir, write_json_atomic
+
+    final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), spec.name)
+    work = partial_dir(cfg.runs_dir, cfg.experiment, spec.name) if chief else tempfile.mkdtemp(prefix="worker-")
+    os.makedirs(work, exist_ok=True)
+    checkpoint = EpochCheckpoint(os.path.join(work, "backup"), spec.name, spec.epochs)
+    progress = ProgressFile(os.path.join(work, "progress.json"))
+    started = time.time()
+    model = built_and_warmed_up(spec, cfg, data, strategy, work)
+    warmup_seconds = time.time() - started
+    fit_main_phase(model, spec, cfg, data, strategy, work, [progress.callback(), checkpoint], chief)
+    save_model(model, work)
+    if not chief:
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"{spec.name}: this worker is done; the chief writes the run folder")
+        return None, None
+    if strategy is not None:  # judged outside the strategy: other workers may already have left
+        import keras
+
+        model = keras.saving.load_model(os.path.join(work, "model.keras"), compile=False)
+    write_json_atomic(os.path.join(work, "split.json"), data.manifest)
+    info = run_record(spec, cfg, data, model, progress.state, checkpoint.resumed_from, warmup_seconds, strategy)
+    os.remove(progress.path)
+    finish_run(work, final, info)
+    print(f"{spec.name}: validation AUC {info['validation']['auc']:.4f}, accuracy {info['validation']['accuracy']:.4f} "
+          f"(at 0.5), {info['train_seconds']:.0f}s training, run folder {final}")
+    return final, info
+
+
+def built_and_warmed_up(spec, cfg, data, strategy, work):
+    """The model, built in the strategy's scope, through its warm-up phases and compiled for the main one."""
+    from classifiers.checkpoint import read_state
+
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = spec.build()
+        if spec.warmup and read_state(os.path.join(work, "backup"))[0]:
+            print(f"{spec.name}: warm-up already done before the interruption; its checkpoint holds the result")
+        elif spec.warmup:
+            warm_up(model, spec, cfg, data)
+        return spec.compile(model)
+
+
+def warm_up(model, spec, cfg, data):
+    from classifiers.models import compile_detector
+    from data.pipeline import make_dataset
+
+    train_ds = make_dataset(*data.train, cfg.batch_size, training=True, seed=cfg.seed, augment=spec.augment)
+    val_ds = make_dataset(*data.val, cfg.batch_size)
+    for phase in spec.warmup:
+        print(f"{spec.name}: warm-up, {phase.epochs} epoch(s) training {phase.label} at lr {phase.learning_rate:g}")
+        phase.trainable(model)
+        compile_detector(model, phase.learning_rate).fit(train_ds, validation_data=val_ds, epochs=phase.epochs,
+                                                         verbose=verbosity(), shuffle=False)
+
+
+def fit_main_phase(model, spec, cfg, data, strategy, work, callbacks, chief):
+    import keras
+
+    from data.pipeline import make_dataset
+
+    global_batch = cfg.batch_size * (strategy.num_replicas_in_sync if strategy else 1)
+    train_ds = make_dataset(*data.train, global_batch, training=True, seed=cfg.seed, augment=spec.augment,
+                            mixup=spec.mixup)
+    val_ds = make_dataset(*data.val, global_batch)
+    if strategy is not None:
+        tf = import_tensorflow()
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
+    if chief:
+        callbacks = callbacks + [keras.callbacks.TensorBoard(os.path.join(work, "logs"), write_graph=True)]
+    model.fit(train_ds, validation_data=val_ds, epochs=spec.epochs, callbacks=callbacks + list(spec.callbacks),
+              verbose=verbosity(), shuffle=False)  # tf.data already reshuffles every epoch
+
+
+def save_model(model, work):
+    from classifiers.checkpoint import ensure_room_for
+    from data.runs import write_atomic
+
+    ensure_room_for(work, model, "the model")
+    write_atomic(os.path.join(work, "model.keras"), model.save)
+
+
+def run_record(spec, cfg, data, model, progress, resumed_from, warmup_seconds, strategy):
+    """run.json: what made the model (spec and config), on which split, how it trained, how it validates."""
+    import keras
+
+    from data.runs import library_versions
+
+    validation = evaluate_validation(model, *data.val, cfg.batch_size)
+    epochs = progress["epochs"]
+    info = {
+        "model": spec.name,
+        "kind": "detector",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "hyperparameters": dict(spec.hyperparameters),
+        "config": cfg.record(),
+        "augment": list(spec.augment),
+        "image_size": cfg.image_size,
+        "resize_mode": cfg.resize_mode,
+        "precision": keras.mixed_precision.global_policy().name,
+        "seed": cfg.seed,
+        "split_fingerprint": data.manifest["fingerprint"],
+        "data_dir": data.manifest["data_dir"],
+        "train_images": int(len(data.train[1])),
+        "replicas": strategy.num_replicas_in_sync if strategy else 1,
+        "train_seconds": round(progress["seconds"] + warmup_seconds, 2),  # the warm-up phases count
+        "epochs_completed": len(epochs),
+        "resumed_from_epoch": resumed_from or None,
+        "params": int(model.count_params()),
+        "threshold": validation["threshold"],
+        "validation": validation,
+        "history": [dict(epoch=int(e), **m) for e, m in sorted(epochs.items(), key=lambda kv: int(kv[0]))],
+        "versions": library_versions(),
+    }
+    info.update(spec.extra or {})
+    return info

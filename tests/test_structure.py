@@ -1,0 +1,94 @@
+"""The code's shape: no import cycle, data flows one way between the packages, functions short enough to read."""
+import ast
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ("data", "classifiers", "gan", "compare")
+# what each package may import from the kit: data <- classifiers <- gan, and compare reads them all
+ALLOWED = {"data": {"data"}, "classifiers": {"data", "classifiers"}, "gan": {"data", "classifiers", "gan"},
+           "compare": set(PACKAGES)}
+MAX_FUNCTION_LINES = 60
+
+
+def kit_modules(root=ROOT):
+    """{module name: parsed source} of every module of the kit."""
+    return {module: ast.parse(text) for module, text in kit_sources(root).items()}
+
+
+def kit_sources(root=ROOT):
+    out = {}
+    for package in PACKAGES:
+        for name in sorted(os.listdir(os.path.join(root, package))):
+            if name.endswith(".py"):
+                with open(os.path.join(root, package, name)) as f:
+                    out[package if name == "__init__.py" else f"{package}.{name[:-3]}"] = f.read()
+    return out
+
+
+def imports_of(tree, modules):
+    """The kit modules a module imports anywhere (top level or inside a function: both run sooner or later)."""
+    found = set()
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        found |= {n for n in names if n in modules}
+    return found
+
+
+def find_cycle(graph):
+    """One import cycle as a list of modules, or None."""
+    state = {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt, path + [nxt])
+                if cycle:
+                    return cycle
+        state[node] = "done"
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            cycle = visit(start, [start])
+            if cycle:
+                return cycle
+    return None
+
+
+def test_find_cycle_finds_one_and_only_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_no_module_of_the_kit_imports_itself_back():
+    modules = kit_modules()
+    # a package's __init__ is run by every import of its modules: importing a module imports its package too
+    graph = {m: imports_of(tree, modules) - {m} for m, tree in modules.items()}
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_data_flows_one_way_between_the_packages():
+    modules = kit_modules()
+    wrong = [f"{m} imports {i}" for m, tree in modules.items() for i in imports_of(tree, modules)
+             if i.split(".")[0] not in ALLOWED[m.split(".")[0]]]
+    assert not wrong, wrong
+
+
+def test_functions_are_short_or_say_why():
+    long = []
+    for module, text in kit_sources().items():
+        lines = [""] + text.splitlines()  # lines[n] is line n
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                said = "long because" in lines[node.lineno] + lines[node.lineno - 1]
+                if length > MAX_FUNCTION_LINES and not said:
+                    long.append(f"{module}.{node.name}: {length} lines")
+    assert not long, long
