@@ -235,37 +235,40 @@ def save_model(model, work):
     write_atomic(os.path.join(work, "model.keras"), model.save)
 
 
-def run_record(spec, cfg, data, model, progress, resumed_from, warmup_seconds, strategy):
-    """run.json: what made the model (spec and config), on which split, how it trained, how it validates."""
+def record_header(name, kind, cfg, manifest, train_images, seconds):
+    """What every run.json opens with, a detector's and the GAN's: what it is, the configuration that made it,
+    the split it used, the precision, the libraries, when and how long."""
     import keras
 
     from data.runs import library_versions
 
+    return {"model": name, "kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": cfg.record(),
+            "image_size": cfg.image_size, "precision": keras.mixed_precision.global_policy().name, "seed": cfg.seed,
+            "split_fingerprint": manifest["fingerprint"], "data_dir": manifest["data_dir"],
+            "train_images": int(train_images), "train_seconds": round(seconds, 2), "versions": library_versions()}
+
+
+def epochs_in_order(progress):
+    """[(epoch number, its logged figures)] of a progress file's state, first epoch first."""
+    return [(int(e), m) for e, m in sorted(progress["epochs"].items(), key=lambda kv: int(kv[0]))]
+
+
+def run_record(spec, cfg, data, model, progress, resumed_from, warmup_seconds, strategy):
+    """run.json of a detector: the header, how it trained, how it validates (and its threshold)."""
     validation = evaluate_validation(model, *data.val, cfg.batch_size)
-    epochs = progress["epochs"]
-    info = {
-        "model": spec.name,
-        "kind": "detector",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    info = record_header(spec.name, "detector", cfg, data.manifest, len(data.train[1]),
+                         progress["seconds"] + warmup_seconds)  # the warm-up phases count
+    info.update({
         "hyperparameters": dict(spec.hyperparameters),
-        "config": cfg.record(),
         "augment": list(spec.augment),
-        "image_size": cfg.image_size,
         "resize_mode": cfg.resize_mode,
-        "precision": keras.mixed_precision.global_policy().name,
-        "seed": cfg.seed,
-        "split_fingerprint": data.manifest["fingerprint"],
-        "data_dir": data.manifest["data_dir"],
-        "train_images": int(len(data.train[1])),
         "replicas": strategy.num_replicas_in_sync if strategy else 1,
-        "train_seconds": round(progress["seconds"] + warmup_seconds, 2),  # the warm-up phases count
-        "epochs_completed": len(epochs),
+        "epochs_completed": len(progress["epochs"]),
         "resumed_from_epoch": resumed_from or None,
         "params": int(model.count_params()),
         "threshold": validation["threshold"],
         "validation": validation,
-        "history": [dict(epoch=int(e), **m) for e, m in sorted(epochs.items(), key=lambda kv: int(kv[0]))],
-        "versions": library_versions(),
-    }
+        "history": [dict(epoch=e, **m) for e, m in epochs_in_order(progress)],
+    })
     info.update(spec.extra or {})
     return info

@@ -217,10 +217,9 @@ def _train_gan(cfg, data):
 
 def finish_gan(cfg, manifest, gan, judge, ceiling, progress, checkpoint, stopped_by, train_images):
     """Save both networks (the averaged generator as generator.keras), measure quality, write run.json."""
-    import keras
-
     from classifiers.checkpoint import ensure_room_for
-    from data.runs import experiment_dir, finish_run, library_versions, partial_dir, write_atomic, write_json_atomic
+    from classifiers.runner import epochs_in_order, record_header
+    from data.runs import experiment_dir, finish_run, partial_dir, write_atomic, write_json_atomic
     from gan.quality import describe, sample
 
     work = partial_dir(cfg.runs_dir, cfg.experiment, "dcgan")
@@ -231,23 +230,16 @@ def finish_gan(cfg, manifest, gan, judge, ceiling, progress, checkpoint, stopped
         write_atomic(os.path.join(work, f"{name}.keras"), net.save)
     quality = judge.summary(sample(gan.ema_generator, cfg.latent_dim, seed=cfg.seed + 1), ceiling)
     write_json_atomic(os.path.join(work, "split.json"), manifest)
-    epochs = progress.state["epochs"]
-    info = {
-        "model": "dcgan", "kind": "gan", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": cfg.record(),
-        "image_size": cfg.image_size, "precision": keras.mixed_precision.global_policy().name,
-        "seed": cfg.seed, "split_fingerprint": manifest["fingerprint"], "data_dir": manifest["data_dir"],
-        "train_images": int(train_images), "train_seconds": round(progress.state["seconds"], 2),
+    info = record_header("dcgan", "gan", cfg, manifest, train_images, progress.state["seconds"])
+    info.update({
         "steps_completed": int(gan.g_optimizer.iterations.numpy()), "stopped_by": stopped_by,
-        "epochs_completed": len(epochs), "resumed_from_round": checkpoint.resumed_from or None,
+        "epochs_completed": len(progress.state["epochs"]), "resumed_from_round": checkpoint.resumed_from or None,
         "generator_file": "generator.keras holds the averaged (EMA) generator; generator_raw.keras the trained one",
         "params": {"generator": int(gan.generator.count_params()),
                    "discriminator": int(gan.discriminator.count_params())},
         "quality": quality,
-        "history": [dict(round=int(e), steps=int(e) * cfg.sample_every, **m)
-                    for e, m in sorted(epochs.items(), key=lambda kv: int(kv[0]))],
-        "versions": library_versions(),
-    }
+        "history": [dict(round=e, steps=e * cfg.sample_every, **m) for e, m in epochs_in_order(progress.state)],
+    })
     os.remove(progress.path)
     finish_run(work, final, info)
     note = (f"; the baseline calls {quality['baseline_calls_fake']:.0%} of its faces fake"
