@@ -52,7 +52,7 @@ class Detector:
 def baseline(cfg, hp):
     from classifiers.models import cnn
 
-    return cnn(cfg.image_size, hp["filters"], hp["head"], hp["dropout"], hp["residual"], name="baseline")
+    return cnn(cfg.image_size, hp["filters"], hp["head"], hp["dropout"], hp["residual"], name=cfg.model)
 
 
 def resnet(cfg, hp):
@@ -122,10 +122,11 @@ def run_name(cfg):
     return DETECTORS[cfg.model].folder.format(**dataclasses.asdict(cfg)) if cfg.model in DETECTORS else cfg.model
 
 
-def detector_spec(cfg, train_labels, name=None):
-    """The RunSpec of cfg.model (a registered detector) for the runner: trained for cfg.epochs."""
-    detector = DETECTORS[cfg.model]
-    hp = detector.hyperparameters(cfg)
+def detector_spec(cfg, train_labels, name=None, detector=None, hp=None):
+    """The RunSpec of a registered detector (cfg.model's, or `detector`'s) for the runner, trained for cfg.epochs;
+    hp: hyperparameters other than its own (the search's winner)."""
+    detector = DETECTORS[detector or cfg.model]
+    hp = hp or detector.hyperparameters(cfg)
     steps_per_epoch = training_steps(len(train_labels), cfg.batch_size, 1)
     return RunSpec(name=name or run_name(cfg), build=lambda: detector.build(cfg, hp),
                    compile=lambda model: detector.recipe(model, hp, steps_per_epoch, cfg.epochs), epochs=cfg.epochs,

@@ -9,21 +9,20 @@ Design choices against keras-tuner's known pitfalls:
 The tuner's state lives in runs/<experiment>/.hpsearch-tuner/: the same command resumes the search and
 a larger --max-trials extends it.
 """
+import dataclasses
 import os
 import shutil
 import time
 
-import dataclasses
-
 from classifiers.config import PRESETS
-from classifiers.models import build_cnn, cnn, compile_detector
-from classifiers.registry import BASELINE, augmentations, detector_spec
-from classifiers.runner import RunSpec, train_run, training_steps, verbosity
+from classifiers.registry import BASELINE, DETECTORS, augmentations, detector_spec
+from classifiers.runner import train_run, training_steps, verbosity
 from data.pipeline import make_dataset
 from data.runs import experiment_dir, partial_dir, run_lock
 from data.runtime import UserError
 
 TUNER_FOLDER = ".hpsearch-tuner"
+SEARCHED = "baseline"  # the registered detector whose hyperparameters the search explores
 SEARCH_SPACE = {
     # the study's block lists, and a fourth block with global pooling's room to see the whole face: on the
     # development faces a 32-64-128-256 / GAP / cosine net reached test AUC 0.848 in 24 epochs at 64 px,
@@ -53,20 +52,11 @@ def config_to_hyperparameters(hp):
             "residual": hp["residual"], "dropout": hp["dropout"], "augment": hp["augment"], "schedule": hp["schedule"]}
 
 
-def build_from_config(image_size, hp, name="hpsearch", decay_steps=None):
-    return build_cnn(image_size, hp["filters"], hp["head"], hp["dropout"], hp["residual"], hp["learning_rate"],
-                     name=name, schedule=hp.get("schedule", "constant"), decay_steps=decay_steps)
-
-
-def winner_spec(cfg, hp, train_images, callbacks, extra):
-    """The search's best configuration as a run of its own, trained from scratch for cfg.epochs."""
-    steps = training_steps(train_images, cfg.batch_size, cfg.epochs)
-    return RunSpec("hpsearch", build=lambda: cnn(cfg.image_size, hp["filters"], hp["head"], hp["dropout"],
-                                                 hp["residual"], name="hpsearch"),
-                   compile=lambda model: compile_detector(model, hp["learning_rate"], hp.get("schedule", "constant"),
-                                                          steps),
-                   epochs=cfg.epochs, hyperparameters=hp, augment=augmentations(hp["augment"]),
-                   callbacks=tuple(callbacks), extra=extra)
+def build_from_config(cfg, hp, epochs, train_images, name="trial"):
+    """A trial's model: the searched detector with these hyperparameters, compiled for `epochs` epochs."""
+    detector = DETECTORS[SEARCHED]
+    model = detector.build(dataclasses.replace(cfg, model=name), hp)
+    return detector.recipe(model, hp, training_steps(train_images, cfg.batch_size, 1), epochs)
 
 
 def make_hypermodel(cfg, train, val):
@@ -80,8 +70,7 @@ def make_hypermodel(cfg, train, val):
             keras.mixed_precision.set_global_policy(cfg.precision)
             values = {name: hp.Choice(name, choices) if not isinstance(choices[0], bool) else hp.Boolean(name)
                       for name, choices in SEARCH_SPACE.items()}
-            return build_from_config(cfg.image_size, hyperparameters_to_config(values), name="trial",
-                                     decay_steps=training_steps(len(train[1]), cfg.batch_size, cfg.search_epochs))
+            return build_from_config(cfg, hyperparameters_to_config(values), cfg.search_epochs, len(train[1]))
 
         def fit(self, hp, model, *args, **kwargs):
             train_ds = make_dataset(*train, cfg.batch_size, training=True, seed=cfg.seed,
@@ -222,8 +211,9 @@ def _search_and_retrain(cfg, data, strategy, chief):
     # stop cut a cosine-scheduled 4-block winner at 0.80 validation AUC where its trial had reached 0.88
     best_epoch = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=cfg.epochs,
                                                restore_best_weights=True)
-    spec = winner_spec(cfg, hp, len(data.train[1]), [best_epoch], {"search": search})
-    final, info = train_run(spec, cfg, data, strategy, chief)
+    spec = detector_spec(cfg, data.train[1], detector=SEARCHED, hp=hp)  # named hpsearch, after cfg.model
+    final, info = train_run(dataclasses.replace(spec, callbacks=(best_epoch,), extra={"search": search}), cfg, data,
+                            strategy, chief)
     if info is None or info["validation"]["auc"] > reference["validation"]["auc"]:
         return final, info
     note = (f"the retrained winner reached validation AUC {info['validation']['auc']:.4f}, not above the baseline's "

@@ -62,7 +62,7 @@ class GanConfig:
     preset: str = "quick"
     stage: str = "all"
     gan_data: str = "real"
-    latent_dim: int = 128
+    latent_dim: int = 128  # gan.models.LATENT_DIM (resolve_config sets it from there)
     seed: int = 1337
     precision: str = "auto"
     runs_dir: str = "runs"
