@@ -9,6 +9,7 @@ import os
 from typing import Optional
 
 from data.pipeline import RESIZE_MODES  # noqa: F401  (the choices of resize_mode)
+from data.runtime import CommandConfig
 
 PRESETS = {
     # quick: minutes on 2 CPU cores, and still learns. The search is Hyperband promoting the best trials to
@@ -23,8 +24,8 @@ TUNERS = ("random", "hyperband", "bayesian")
 STRATEGIES = ("none", "mirrored", "multiworker")
 
 
-@dataclasses.dataclass(frozen=True)
-class DetectorConfig:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DetectorConfig(CommandConfig):
     model: str = "baseline"  # a name in classifiers.registry.DETECTORS, or hpsearch
     preset: str = "quick"
     image_size: int = 64
@@ -39,15 +40,7 @@ class DetectorConfig:
     # --model backbone only
     backbone: Optional[str] = None
     weights: Optional[str] = None
-    # how and where the command runs
-    strategy: str = "none"
-    seed: int = 1337
-    precision: str = "auto"
-    runs_dir: str = "runs"
-    experiment: str = "default"
-    data_dir: Optional[str] = None
-    strict: bool = False
-    retrain: bool = False
+    strategy: str = "none"  # tf.distribute
 
     @classmethod
     def from_preset(cls, preset="quick", **settings):
@@ -56,7 +49,3 @@ class DetectorConfig:
         values.update({k: v for k, v in settings.items() if v is not None})
         values["runs_dir"] = os.path.abspath(values.get("runs_dir", cls.runs_dir))
         return cls(**values)
-
-    def record(self):
-        """The settings run.json keeps: every field but runs_dir."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "runs_dir"}

@@ -5,9 +5,11 @@ Python logging is configured, so `import_tensorflow` silences the descriptor its
 """
 import argparse
 import contextlib
+import dataclasses
 import errno
 import os
 import sys
+from typing import Optional
 
 DATA_DIR_ENV = "DEEPFAKE_KIT_DATA"  # where the data is, when --data-dir is not given
 RUNS_DIR_ENV = "DEEPFAKE_KIT_RUNS"  # where experiments are written, when --runs-dir is not given
@@ -90,6 +92,23 @@ def setup(seed, precision="auto", deterministic=True):
     policy = resolve_precision(precision)
     keras.mixed_precision.set_global_policy(policy)
     return policy
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CommandConfig:
+    """What every training command's configuration holds (the flags of add_common_args, and --retrain), and
+    how it is recorded. classifiers.config.DetectorConfig and gan.config.GanConfig add their own settings."""
+    seed: int = DEFAULT_SEED
+    precision: str = "auto"
+    runs_dir: str = DEFAULT_RUNS_DIR
+    experiment: str = DEFAULT_EXPERIMENT
+    data_dir: Optional[str] = None
+    strict: bool = False
+    retrain: bool = False
+
+    def record(self):
+        """The settings run.json keeps: every field but runs_dir (which says where, not what)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "runs_dir"}
 
 
 def add_common_args(parser, data=True):

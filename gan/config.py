@@ -9,7 +9,7 @@ import dataclasses
 import os
 from typing import Optional
 
-from data.runtime import UserError
+from data.runtime import CommandConfig, UserError
 
 PRESETS = {
     # quick: a real attempt on 2 CPU cores, about 15 minutes of GAN training (10,000 steps at ~12 steps/s
@@ -39,8 +39,8 @@ def probe_features(value):
     raise argparse.ArgumentTypeError(f"{value!r}: choose last, pooled or blockN (e.g. block3)")
 
 
-@dataclasses.dataclass(frozen=True)
-class GanConfig:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GanConfig(CommandConfig):
     # stage 1, the GAN
     image_size: int
     gan_steps: int  # whole rounds of sample_every
@@ -63,13 +63,6 @@ class GanConfig:
     stage: str = "all"
     gan_data: str = "real"
     latent_dim: int = 128  # gan.models.LATENT_DIM (resolve_config sets it from there)
-    seed: int = 1337
-    precision: str = "auto"
-    runs_dir: str = "runs"
-    experiment: str = "default"
-    data_dir: Optional[str] = None
-    strict: bool = False
-    retrain: bool = False
     inception_weights: Optional[str] = None
 
     @property
@@ -81,10 +74,6 @@ class GanConfig:
     def augment_policy(self):
         """DiffAugment's operations, in order."""
         return () if self.diffaugment == "none" else tuple(self.diffaugment.split(","))
-
-    def record(self):
-        """The settings run.json keeps: every field but runs_dir."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "runs_dir"}
 
 
 def resolve_config(args):

@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "16", "--gan-batch-size", "8", "--batch-size", "16", "--head-epochs", "1", "--seed", "5"]
 
 
-def test_a_step_budget_then_detectors_over_seeds_and_their_report(tiny_faces, tmp_path):
+def test_a_step_budget_then_detectors_over_seeds_and_their_report(tiny_faces, tmp_path, capsys):
     from compare import report
 
     runs = str(tmp_path / "runs")
@@ -55,6 +55,16 @@ def test_a_step_budget_then_detectors_over_seeds_and_their_report(tiny_faces, tm
     text = open(os.path.join(runs, "default", "report", "report.md")).read()
     assert "## Across seeds" in text and "| dcgan-discriminator vs dcgan-scratch | 2 |" in text
 
+    # runs recorded before the typed configuration (three more keys) are still this configuration's: kept
+    for name in ("dcgan", "dcgan-scratch.seed5"):
+        path = os.path.join(runs, "default", name, "run.json")
+        info = json.load(open(path))
+        info["config"].update(epochs=1, strategy="none", resize_mode="resize")
+        json.dump(info, open(path, "w"))
+    capsys.readouterr()
+    assert gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--gan-steps", "5", "--sample-every", "3",
+                         "--finetune-epochs", "1", "--seeds", "2"] + TINY) == 0
+    assert capsys.readouterr().out.count("already trained with this configuration") == 7
     # seed 6 trained alone gives what it gave after seed 5 in one process (each run re-seeds before anything)
     assert gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--stage", "finetune", "--finetune-epochs", "1",
                          "--seeds", "1"] + TINY + ["--seed", "6"]) == 0
