@@ -25,10 +25,9 @@ def build_recipe(name, image_size, epochs, steps_per_epoch):
 
     if name == "original":
         return build_cnn(image_size, (32, 64, 128), name="original"), (), 0.0
-    detector = DETECTORS[name]
-    hp = detector.hyperparameters(DetectorConfig(model=name, image_size=image_size, epochs=epochs))
-    model = detector.recipe(detector.build(DetectorConfig(model=name, image_size=image_size), hp), hp,
-                            steps_per_epoch, epochs)
+    detector, cfg = DETECTORS[name], DetectorConfig(model=name, image_size=image_size, epochs=epochs)
+    hp = detector.hyperparameters(cfg)
+    model = detector.recipe(detector.build(cfg, hp), hp, steps_per_epoch, epochs)
     return model, augmentations(hp.get("augment")), hp.get("mixup", 0.0)
 
 
