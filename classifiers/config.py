@@ -8,7 +8,6 @@ import dataclasses
 import os
 from typing import Optional
 
-from data.pipeline import RESIZE_MODES  # noqa: F401  (the choices of resize_mode)
 from data.runtime import CommandConfig
 
 PRESETS = {

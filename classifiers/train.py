@@ -15,7 +15,8 @@ import os
 import sys
 
 from classifiers.backbones import BACKBONES
-from classifiers.config import PRESETS, RESIZE_MODES, STRATEGIES, TUNERS, DetectorConfig
+from classifiers.config import PRESETS, STRATEGIES, TUNERS, DetectorConfig
+from data.pipeline import RESIZE_MODES
 from data.runtime import add_common_args, positive_int, run_main, setup
 
 SEARCH = "hpsearch"

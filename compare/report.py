@@ -167,7 +167,7 @@ def predict_all(detectors, sets, args, need_val=()):
 def judge(preds, labels, threshold):
     """One model's (or the ensemble's) entry of metrics.json from its predictions."""
     entry = {"test": M.evaluate(labels["test"], preds["test"], threshold)}
-    external = {k[4:]: M.evaluate(labels[k], preds[k], threshold) for k in preds if k.startswith("ext:")}
+    external = {k.removeprefix("ext:"): M.evaluate(labels[k], preds[k], threshold) for k in preds if k.startswith("ext:")}
     if external:
         for m in external.values():
             if m["roc_auc"] < 0.5:  # nan (one class) compares False
@@ -177,7 +177,7 @@ def judge(preds, labels, threshold):
                                   if any(m[k] == m[k] for m in external.values()) else float("nan")
                                   for k in EXTERNAL_KEYS}
         entry["generalisation_gap"] = entry["test"]["roc_auc"] - entry["external_mean"]["roc_auc"]
-    perturbed = {k[10:]: M.evaluate(labels[k], preds[k], threshold, ci=False) for k in preds if k.startswith("perturbed:")}
+    perturbed = {k.removeprefix("perturbed:"): M.evaluate(labels[k], preds[k], threshold, ci=False) for k in preds if k.startswith("perturbed:")}
     if perturbed:
         entry["perturbed"] = perturbed
     return entry

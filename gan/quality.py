@@ -72,8 +72,9 @@ def inception_weights(path=None):
         if not os.path.isfile(path):
             return None, f"--inception-weights {path} is not a file"
         return path, ""
-    cached = os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")), "models",
-                          INCEPTION_FILE)
+    from classifiers.backbones import keras_cache_dir
+
+    cached = os.path.join(keras_cache_dir(), INCEPTION_FILE)
     if os.path.isfile(cached):
         return cached, ""
     return None, f"no ImageNet InceptionV3 weights here ({cached} or --inception-weights PATH)"
