@@ -46,3 +46,34 @@ def load_model_safely(path):
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # a damaged archive surfaces as many exception types
         raise BrokenRun(f"{path} cannot be loaded ({type(e).__name__}: {e})")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MahalanobisScore(keras.layers.Layer):
+    """P(fake) from how far a face's features lie from those of real faces: the Mahalanobis distance to their
+    mean under their (shrunk) covariance, standardised by the distances of the real faces it was fit on and
+    squashed by a sigmoid (a monotone map: the ranking, and so the AUC, is the distance's).
+
+    Fit outside (numpy) and set with set_weights([mean, precision, [loc, scale]]); saved with the model, so
+    a run folder holding it loads in safe mode like any detector. Always float32."""
+
+    def __init__(self, features, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.features = int(features)
+        self.mean = self.add_weight(shape=(self.features,), initializer="zeros", trainable=False, name="mean")
+        self.precision_matrix = self.add_weight(shape=(self.features, self.features), initializer="identity",
+                                                trainable=False, name="precision")
+        self.standardise = self.add_weight(shape=(2,), initializer="ones", trainable=False, name="loc_scale")
+
+    def call(self, x):
+        diff = ops.cast(x, "float32") - self.mean
+        squared = ops.sum(ops.matmul(diff, self.precision_matrix) * diff, axis=-1, keepdims=True)
+        distance = ops.sqrt(ops.maximum(squared, 0.0))
+        return ops.sigmoid((distance - self.standardise[0]) / self.standardise[1])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+    def get_config(self):
+        return dict(super().get_config(), features=self.features)

@@ -43,6 +43,7 @@ class RunSpec:
     mixup: float = 0.0
     callbacks: tuple = ()  # more Keras callbacks for the main phase
     extra: Optional[Mapping] = None  # more run.json entries
+    evaluate: Optional[Callable] = None  # evaluate(trained model) -> more run.json entries, measured at the end
 
 
 class SplitData(NamedTuple):
@@ -162,7 +163,8 @@ def _train_and_write(spec, cfg, data, strategy, chief):
     started = time.time()
     model = built_and_warmed_up(spec, cfg, data, strategy, work)
     warmup_seconds = time.time() - started
-    fit_main_phase(model, spec, cfg, data, strategy, work, [progress.callback(), checkpoint], chief)
+    if spec.epochs:  # a detector fitted without gradient steps (a one-class score) has no main phase
+        fit_main_phase(model, spec, cfg, data, strategy, work, [progress.callback(), checkpoint], chief)
     save_model(model, work)
     if not chief:
         shutil.rmtree(work, ignore_errors=True)
@@ -174,7 +176,8 @@ def _train_and_write(spec, cfg, data, strategy, chief):
         model = keras.saving.load_model(os.path.join(work, "model.keras"), compile=False)
     write_json_atomic(os.path.join(work, "split.json"), data.manifest)
     info = run_record(spec, cfg, data, model, progress.state, checkpoint.resumed_from, warmup_seconds, strategy)
-    os.remove(progress.path)
+    if os.path.exists(progress.path):  # none where there was no main phase
+        os.remove(progress.path)
     finish_run(work, final, info)
     print(f"{spec.name}: validation AUC {info['validation']['auc']:.4f}, accuracy {info['validation']['accuracy']:.4f} "
           f"(at 0.5), {info['train_seconds']:.0f}s training, run folder {final}")
@@ -271,4 +274,5 @@ def run_record(spec, cfg, data, model, progress, resumed_from, warmup_seconds, s
         "history": [dict(epoch=e, **m) for e, m in epochs_in_order(progress)],
     })
     info.update(spec.extra or {})
+    info.update(spec.evaluate(model) if spec.evaluate else {})
     return info

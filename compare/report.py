@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 from classifiers.predict import probabilities as predict
+from compare import adaptation as A
 from compare import metrics as M
 from compare import perturb
 from compare import seeds as S
@@ -329,6 +330,7 @@ def markdown(report, plots):
         lines += [f"| {n} | {_fmt(report['models'][n]['test']['roc_auc'])} | "
                   + " | ".join(_fmt(e[s]["roc_auc"]) for s in specs) + " |" for n, e in rows]
     lines += S.markdown(report["seed_groups"], report["seed_pairs"])
+    lines += A.markdown(report["adaptation"])
     if report["skipped"]:
         lines += ["", "## Runs not reported", ""] + [f"- `{n}`: {why}" for n, why in report["skipped"]]
     lines += ["", "## Figures", ""] + [f"![{k}]({os.path.basename(v)})" for k, v in plots.items()]
@@ -453,6 +455,17 @@ def terminal_table(report):
     return "\n".join(rows)
 
 
+def print_tables(report):
+    """The terminal's summary: every model, then each section the report has."""
+    tables = [terminal_table(report), external_terminal(report),
+              S.terminal(report["seed_groups"], report["seed_pairs"]) if report["seed_groups"] else "",
+              A.terminal(report["adaptation"]) if report["adaptation"] else ""]
+    print()
+    for table in filter(None, tables):
+        print(table)
+        print()
+
+
 def main(argv=None):
     args = parse_args(argv)
     setup(args.seed, args.precision)
@@ -485,9 +498,13 @@ def main(argv=None):
              "mistakes": P.mistakes_plot(results, {n: raw[n][3] for n in ranking}, os.path.join(out_dir, "mistakes.png"))}
     if not args.no_saliency:
         plots.update(saliency_figures(detectors, models, raw, out_dir))
+    adapted = A.summary(A.collect(exp, manifest["fingerprint"]))
+    if adapted:
+        plots["adaptation"] = A.plot(adapted, os.path.join(out_dir, "adaptation.png"))
     report = {"experiment": args.experiment, "split_fingerprint": manifest["fingerprint"],
               "test_images": int(len(raw[ranking[0]][0])), "test_dirs": dict(test_dirs), "perturb": args.perturb, "tta": args.tta,
-              "ranking": ranking, "models": models, "pairwise": pairwise(raw), "skipped": skipped}
+              "ranking": ranking, "models": models, "pairwise": pairwise(raw), "skipped": skipped,
+              "adaptation": adapted}
     report["seed_groups"], report["seed_pairs"] = S.summarise(models)
     report["markdown"] = markdown(report, plots)
     write_text_atomic(os.path.join(out_dir, "report.md"), report["markdown"])
@@ -496,15 +513,8 @@ def main(argv=None):
     write_csv(report, os.path.join(out_dir, "metrics.csv"))
     tb_dir = os.path.join(out_dir, "tensorboard")
     write_tensorboard(report, raw, plots, tb_dir)
-    print()
-    print(terminal_table(report))
-    print()
-    if test_dirs:
-        print(external_terminal(report))
-        print()
-    if report["seed_groups"]:
-        print(S.terminal(report["seed_groups"], report["seed_pairs"]))
-        print()
+    A.write_tensorboard(adapted, tb_dir)
+    print_tables(report)
     print(f"report: {os.path.join(out_dir, 'report.md')} (metrics.json, metrics.csv, PNG plots beside it)")
     print(f"TensorBoard: tensorboard --logdir {exp} --host 127.0.0.1")
     return 0

@@ -209,7 +209,7 @@ def list_runs(runs_dir, experiment):
         return good, broken
     for name in sorted(os.listdir(root)):
         folder = os.path.join(root, name)
-        if name.startswith(".") or not os.path.isdir(folder) or name in ("report", "logs"):
+        if name.startswith(".") or not os.path.isdir(folder) or name in ("report", "logs", "adapted"):
             continue
         try:
             good.append((folder, read_run(folder)))

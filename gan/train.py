@@ -13,6 +13,9 @@ Stage 2 (finetune)  the discriminator's trunk with a fresh sigmoid head on the r
                     whether GAN pretraining helped. With --seeds N (the quick preset: 3) each is trained N
                     times from the one GAN, `dcgan-scratch.seed1337` ..., and compare.report gives mean and
                     spread per variant and the paired difference across seeds: one run settles nothing.
+                    Before them, two detectors that never saw a labelled fake (gan/label_free.py):
+                    `dcgan-zero-shot` (the discriminator's own verdict) and `dcgan-one-class` (distance of
+                    its features from the real training faces'), no gradient step, seconds each.
 """
 import argparse
 import dataclasses
@@ -25,6 +28,9 @@ import numpy as np
 
 from data.runtime import UserError, add_common_args, positive_int, run_main, setup
 from gan.config import PRESETS, probe_features, resolve_config
+from gan.label_free import ONE_CLASS, ZERO_SHOT
+
+LABEL_FREE = (ZERO_SHOT, ONE_CLASS)
 
 HEAD_LEARNING_RATE = 1e-3
 FINETUNE_LEARNING_RATE = 1e-4
@@ -94,6 +100,8 @@ def kept_run(cfg, manifest, name, gan_created=None):
     final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), name)
     if name == "dcgan":
         ignore = NOT_STAGE_CONFIG + FINETUNE_ONLY
+    elif name in LABEL_FREE:  # read off the GAN alone (its identity: gan_created below), no seed of their own
+        ignore = tuple(k for k in cfg.record() if k not in ("image_size", "precision"))
     else:  # each seed's run stands alone; only the probe reads --probe-features
         ignore = NOT_STAGE_CONFIG + ("seeds",) + (() if name.startswith("dcgan-linear-probe") else ("probe_features",))
     return finished_run(final, cfg.record(), manifest, cfg.retrain, ignore=ignore, gan_created=gan_created)
@@ -295,7 +303,7 @@ def fine_tune_discriminator(cfg, data):
     from classifiers.runner import train_run
 
     gan_dir, gan_info = trained_gan(cfg, data.manifest)
-    results = {}
+    results = label_free_detectors(cfg, data, gan_dir, gan_info)
     for name, variant, seed in stage2_runs(cfg):
         run_cfg = dataclasses.replace(cfg, seed=seed)
         pretrained = variant != "dcgan-scratch"
@@ -304,6 +312,19 @@ def fine_tune_discriminator(cfg, data):
             keras.utils.set_random_seed(seed)  # each seed's run starts alike, whatever ran before it
             kept = train_run(variant_spec(run_cfg, name, variant, gan_dir, gan_info), run_cfg, data)[1]
         results[name] = kept
+    return results
+
+
+def label_free_detectors(cfg, data, gan_dir, gan_info):
+    """The two detectors read off the discriminator without a labelled fake (gan/label_free.py); {name: run.json}."""
+    from classifiers.runner import train_run
+    from gan.label_free import label_free_specs
+
+    results = {}
+    x, y = data.train
+    for spec in label_free_specs(gan_dir, gan_info, x[y == 0]):
+        kept = kept_run(cfg, data.manifest, spec.name, gan_created=gan_info["created"])
+        results[spec.name] = kept if kept is not None else train_run(spec, cfg, data)[1]
     return results
 
 

@@ -12,7 +12,8 @@ from data.runtime import UserError
 from gan import train as gan_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--image-size", "16", "--gan-batch-size", "8", "--batch-size", "16", "--head-epochs", "1", "--seed", "5"]
+TINY = ["--image-size", "16", "--gan-batch-size", "8", "--batch-size", "16", "--head-epochs", "1", "--seed", "5",
+        "--precision", "float32"]  # float32: figures recomputed here must match to the last digits
 
 
 def test_a_step_budget_then_detectors_over_seeds_and_their_report(tiny_faces, tmp_path, capsys):
@@ -33,8 +34,10 @@ def test_a_step_budget_then_detectors_over_seeds_and_their_report(tiny_faces, tm
     assert "InceptionV3" in gan["quality"]["inception"]  # none on a test machine: said, not hidden
     assert_quality_measured_on_the_averaged_generator(tiny_faces, runs, gan)
     good, broken = list_runs(runs, "default")
-    detectors = {os.path.basename(f): info for f, info in good if info["kind"] == "detector"}
+    detectors = {os.path.basename(f): info for f, info in good if info["kind"] == "detector"
+                 and os.path.basename(f) not in gan_cli.LABEL_FREE}
     assert set(detectors) == {f"{v}.seed{s}" for v in gan_cli.VARIANTS for s in (5, 6)} and not broken
+    assert_label_free_detectors(tiny_faces, runs, gan)
     split = json.load(open(os.path.join(runs, "default", "split.json")))["fingerprint"]
     for name, info in detectors.items():
         assert info["split_fingerprint"] == split == gan["split_fingerprint"]
@@ -64,7 +67,7 @@ def test_a_step_budget_then_detectors_over_seeds_and_their_report(tiny_faces, tm
     capsys.readouterr()
     assert gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--gan-steps", "5", "--sample-every", "3",
                          "--finetune-epochs", "1", "--seeds", "2"] + TINY) == 0
-    assert capsys.readouterr().out.count("already trained with this configuration") == 7
+    assert capsys.readouterr().out.count("already trained with this configuration") == 9  # 7 + 2 label-free
     # seed 6 trained alone gives what it gave after seed 5 in one process (each run re-seeds before anything)
     assert gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--stage", "finetune", "--finetune-epochs", "1",
                          "--seeds", "1"] + TINY + ["--seed", "6"]) == 0
@@ -87,6 +90,37 @@ def assert_quality_measured_on_the_averaged_generator(data_dir, runs, gan):
               for name, g in (("ema", ema), ("raw", raw))}
     recorded = gan["quality"]["spaces"]["kit"]["generator"][0]
     assert recorded == pytest.approx(kid_of["ema"], rel=1e-4) and recorded != pytest.approx(kid_of["raw"], rel=1e-4)
+
+
+def assert_label_free_detectors(data_dir, runs, gan):
+    """dcgan-zero-shot is sigmoid(-logit) of the discriminator; dcgan-one-class is fit on the training split's
+    real faces only; both are ordinary detector runs with a threshold chosen on validation."""
+    from classifiers.layers import load_model_safely
+    from classifiers.metrics import youden_threshold
+    from classifiers.runner import prepare
+    from gan.label_free import fit_gaussian
+
+    exp = os.path.join(runs, "default")
+    cfg = gan_cli.resolve_config(gan_cli.parse_args(["--data-dir", data_dir, "--runs-dir", runs] + TINY))
+    _, (x, y), (xv, yv) = prepare(cfg, log=lambda *a: None)
+    discriminator = load_model_safely(os.path.join(exp, "dcgan", "discriminator.keras"))
+    logit = discriminator.predict(xv / 127.5 - 1, verbose=0).reshape(-1)
+    for name in gan_cli.LABEL_FREE:
+        info = read_run(os.path.join(exp, name))
+        assert info["kind"] == "detector" and info["labelled_fakes_seen"] == 0 and info["epochs_completed"] == 0
+        assert info["gan"]["created"] == gan["created"] and info["split_fingerprint"] == gan["split_fingerprint"]
+        p = load_model_safely(os.path.join(exp, name, "model.keras")).predict(xv, verbose=0).reshape(-1)
+        assert info["threshold"] == pytest.approx(youden_threshold(yv, p), abs=1e-6)
+        if name == "dcgan-zero-shot":
+            assert p == pytest.approx(1 / (1 + np.exp(logit)), abs=1e-3)  # (bfloat16 inside on some CPUs)
+    one_class = load_model_safely(os.path.join(exp, "dcgan-one-class", "model.keras"))
+    import keras
+
+    features = keras.Model(one_class.input, one_class.get_layer("p_fake").input).predict(x, verbose=0)
+    mean, precision, loc_scale = one_class.get_layer("p_fake").get_weights()
+    assert mean == pytest.approx(features[y == 0].mean(0), abs=1e-4)  # the real training faces, not all of them
+    assert not np.allclose(mean, features.mean(0), atol=1e-4)
+    assert precision == pytest.approx(fit_gaussian(features[y == 0])[1].astype("float32"), rel=1e-3, abs=1e-3)
 
 
 def tiny_gan(policy=(), ema_decay=0.9, size=16, latent=8):

@@ -1,0 +1,116 @@
+"""The adaptation curves of an experiment (`classifiers.adapt`): per new family and source detector, AUC on
+the new family's test split and on the experiment's own test split against K labelled images per class.
+
+Reads the adapted run folders under runs/<experiment>/adapted/<family>/ (their run.json "adaptation" holds
+both AUCs, measured once when each run finished); runs adapted from a detector of another split are left
+out. Mean and spread are over seeds; "before" is the source detector as it was.
+"""
+import os
+
+import numpy as np
+
+from data.runs import list_runs
+
+
+def collect(exp_dir, fingerprint):
+    """{family: {source: {"before": {...}, "points": {K: [after, ...]}}}} of the experiment's adapted runs."""
+    root = os.path.join(exp_dir, "adapted")
+    out = {}
+    if not os.path.isdir(root):
+        return out
+    for family in sorted(f for f in os.listdir(root) if not f.startswith(".")):
+        for _, info in list_runs(root, family)[0]:
+            a = info.get("adaptation")
+            if not a or a.get("source_split_fingerprint") != fingerprint:
+                continue
+            curve = out.setdefault(family, {}).setdefault(os.path.basename(a["source"]), {"before": a["before"],
+                                                                                         "points": {}})
+            curve["points"].setdefault(int(a["shots"]), []).append(a["after"])
+    return out
+
+
+def summary(curves):
+    """JSON-ready rows: family, source, K ("before" first), seeds, mean and sd of both AUCs and of their changes."""
+    rows = []
+    for family, sources in curves.items():
+        for source, curve in sources.items():
+            before = curve["before"]
+            rows.append({"family": family, "source": source, "shots": 0, "seeds": 1,
+                         "family_auc": before["family"], "family_sd": 0.0,
+                         "source_auc": before["source"], "source_sd": 0.0, "source_change": 0.0})
+            for k in sorted(curve["points"]):
+                fam = np.array([p["family"] for p in curve["points"][k]])
+                src = np.array([p["source"] for p in curve["points"][k]])
+                sd = (lambda v: float(v.std(ddof=1)) if len(v) > 1 else 0.0)
+                rows.append({"family": family, "source": source, "shots": k, "seeds": len(fam),
+                             "family_auc": float(fam.mean()), "family_sd": sd(fam),
+                             "source_auc": float(src.mean()), "source_sd": sd(src),
+                             "source_change": float(src.mean() - before["source"])})
+    return rows
+
+
+def markdown(rows):
+    if not rows:
+        return []
+    lines = ["", "## Adapted to new families (few labelled images)", "",
+             "Each source detector fine-tuned on K labelled images per class of a new family "
+             "(`python -m classifiers.adapt`), judged on that family's own test split and on this experiment's "
+             "test split (what it kept). K = 0 is the source as it was. Mean +- sd over seeds.", "",
+             "| family | source | K per class | seeds | new family AUC | original test AUC | change on original |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['family']} | {r['source']} | {r['shots'] or 'before'} | {r['seeds']} | "
+                     f"{r['family_auc']:.3f} +- {r['family_sd']:.3f} | {r['source_auc']:.3f} +- {r['source_sd']:.3f} | "
+                     f"{r['source_change']:+.3f} |")
+    return lines
+
+
+def terminal(rows):
+    lines = [f"{'adapted to':<16} {'source':<22} {'K':>6} {'seeds':>5} {'new family AUC':>15} {'original AUC':>15}"]
+    for r in rows:
+        lines.append(f"{r['family'][:16]:<16} {r['source'][:22]:<22} {r['shots'] or 'before':>6} {r['seeds']:>5} "
+                     f"{r['family_auc']:>7.3f} +- {r['family_sd']:.3f} {r['source_auc']:>7.3f} +- {r['source_sd']:.3f}")
+    return "\n".join(lines)
+
+
+def plot(rows, path):
+    """Two panels per family row: new-family AUC and original-test AUC against K (log axis), one line per source."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from data.runs import write_atomic
+
+    families = sorted({r["family"] for r in rows})
+    fig, axes = plt.subplots(len(families), 2, figsize=(10, 3.6 * len(families)), squeeze=False)
+    for axrow, family in zip(axes, families):
+        for source in sorted({r["source"] for r in rows if r["family"] == family}):
+            pts = [r for r in rows if r["family"] == family and r["source"] == source]
+            ks = [max(r["shots"], 1) if r["shots"] else 0.7 for r in pts]  # "before" drawn left of K = 1
+            for ax, key in zip(axrow, ("family", "source")):
+                ax.errorbar(ks, [r[f"{key}_auc"] for r in pts], yerr=[r[f"{key}_sd"] for r in pts], marker="o",
+                            capsize=3, label=source)
+        for ax, title in zip(axrow, (f"{family}: its test split", f"original test split (adapted to {family})")):
+            ax.set_xscale("log")
+            ax.set_xlabel("labelled images per class (leftmost point: before)")
+            ax.set_ylabel("AUC")
+            ax.set_title(title)
+            ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def write_tensorboard(rows, logdir):
+    """Scalars adaptation/<family>/{new_family,original}_auc at step K, one run per source."""
+    from data.runtime import import_tensorflow
+
+    tf = import_tensorflow()
+    for source in sorted({r["source"] for r in rows}):
+        with tf.summary.create_file_writer(os.path.join(logdir, "adaptation", source)).as_default():
+            for r in (r for r in rows if r["source"] == source):
+                tf.summary.scalar(f"adaptation/{r['family']}/new_family_auc", r["family_auc"], step=r["shots"])
+                tf.summary.scalar(f"adaptation/{r['family']}/original_auc", r["source_auc"], step=r["shots"])

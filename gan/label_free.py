@@ -1,0 +1,96 @@
+"""Detectors from the GAN's discriminator that never saw a labelled fake of any family.
+
+Stage 1 teaches the discriminator "a real training face" against "whatever my generator draws", from
+real faces alone. Two detectors read that without any fine-tuning on labelled fakes, each an ordinary run
+folder (threshold chosen on validation like every detector's), so compare.report and classifiers.predict
+judge them like any other:
+
+  dcgan-zero-shot   the discriminator's own verdict: its "real" logit, negated, through a sigmoid.
+                    "Looks like my generator's drawings" is not "fake": faces of a better generator can
+                    look *more* real to it than real photos do, and then it is inverted.
+  dcgan-one-class   how far a face lies from the real training faces: the Mahalanobis distance of the
+                    discriminator's block features (each block's activations average-pooled) to theirs,
+                    fit on the training split's real faces only. It asks "unlike the reals?", not "like my
+                    fakes?", so a generator the GAN never imitated is not pushed towards "real".
+"""
+import numpy as np
+
+ZERO_SHOT = "dcgan-zero-shot"
+ONE_CLASS = "dcgan-one-class"
+ONE_CLASS_FEATURES = "pooled"  # gan.models.probe_trunk_of: every block, average-pooled
+# covariance shrinkage towards its mean variance: a few hundred faces do not pin down hundreds of dimensions
+SHRINKAGE = 0.1
+
+
+def to_gan_range(inputs):
+    from keras import layers
+
+    return layers.Rescaling(1 / 127.5, offset=-1, name="to_gan_range")(inputs)
+
+
+def zero_shot_detector(discriminator, image_size):
+    """[0, 255] faces -> sigmoid(-logit): P(fake) as the discriminator itself would say it."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    logit = discriminator(to_gan_range(inputs))
+    not_real = layers.Rescaling(-1.0, name="negate", dtype="float32")(logit)
+    outputs = layers.Activation("sigmoid", name="p_fake", dtype="float32")(not_real)
+    return keras.Model(inputs, outputs, name="dcgan_zero_shot")
+
+
+def fit_gaussian(features, shrinkage=SHRINKAGE):
+    """(mean, precision matrix, [loc, scale] of the fitting faces' own distances) of features (N, D)."""
+    features = np.asarray(features, np.float64)
+    mean = features.mean(0)
+    cov = np.cov(features - mean, rowvar=False).reshape(features.shape[1], features.shape[1])
+    cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / len(cov) * np.eye(len(cov))
+    precision = np.linalg.inv(cov)
+    diff = features - mean
+    distance = np.sqrt(np.maximum(np.einsum("nd,de,ne->n", diff, precision, diff), 0))
+    return mean, precision, np.array([np.median(distance), max(distance.std(), 1e-6)])
+
+
+def one_class_detector(discriminator, image_size, real_images, batch_size=64):
+    """[0, 255] faces -> P(fake) rising with the distance of their block features from the real faces'.
+    real_images: the training split's real faces (uint8), the only faces it is fit on."""
+    import keras
+
+    from classifiers.layers import MahalanobisScore
+    from gan.models import probe_trunk_of
+
+    trunk = probe_trunk_of(discriminator, ONE_CLASS_FEATURES)
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    features = trunk(to_gan_range(inputs))
+    score = MahalanobisScore(int(features.shape[-1]), name="p_fake")
+    model = keras.Model(inputs, score(features), name="dcgan_one_class")
+    extractor = keras.Model(inputs, features)
+    fitted = extractor.predict(np.asarray(real_images, np.float32), batch_size=batch_size, verbose=0)
+    mean, precision, loc_scale = fit_gaussian(fitted)
+    score.set_weights([mean.astype("float32"), precision.astype("float32"), loc_scale.astype("float32")])
+    return model
+
+
+def label_free_specs(gan_dir, gan_info, real_images):
+    """RunSpecs of both detectors: no gradient step (epochs 0), a validation threshold like any run."""
+    import os
+
+    from classifiers.layers import load_model_safely
+    from classifiers.runner import RunSpec
+
+    size = int(gan_info["image_size"])
+    gan_note = {"gan": {"steps": gan_info.get("steps_completed"), "created": gan_info["created"]},
+                "labelled_fakes_seen": 0}
+
+    def discriminator():
+        return load_model_safely(os.path.join(gan_dir, "discriminator.keras"))
+
+    common = dict(compile=lambda model: model, epochs=0, extra=gan_note)
+    return [RunSpec(ZERO_SHOT, build=lambda: zero_shot_detector(discriminator(), size),
+                    hyperparameters={"score": "sigmoid(-discriminator logit)", "gan_run": "dcgan"}, **common),
+            RunSpec(ONE_CLASS, build=lambda: one_class_detector(discriminator(), size, real_images),
+                    hyperparameters={"score": "Mahalanobis distance to the real training faces",
+                                     "features": ONE_CLASS_FEATURES, "shrinkage": SHRINKAGE,
+                                     "fit_on": f"{len(real_images)} real training faces", "gan_run": "dcgan"},
+                    **common)]

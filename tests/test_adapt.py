@@ -1,0 +1,130 @@
+"""Few-shot adaptation of a finished detector to a new family (classifiers.adapt) and its curve in the report."""
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from classifiers import adapt
+from data.runs import read_run
+from data.runtime import UserError, run_main
+
+TINY = ["--image-size", "32", "--epochs", "1", "--batch-size", "16", "--precision", "float32"]
+
+
+def tree_digest(folder):
+    """Every file below folder with its bytes and modification time: what 'never touched' means."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, folder)] = (hashlib.sha256(open(path, "rb").read()).hexdigest(),
+                                                  os.stat(path).st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A baseline trained one epoch on the 32 px synthetic faces, and a folder of the other family."""
+    from classifiers import train
+    from data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("adapt")
+    faces = generate(str(root / "faces"), images_per_class=40, size=32)
+    family = generate(str(root / "sharp"), images_per_class=40, size=32, seed=9, family="sharpened")
+    runs = str(root / "runs")
+    assert train.main(["--model", "baseline", "--data-dir", faces, "--runs-dir", runs] + TINY) == 0
+    return {"run": os.path.join(runs, "default", "baseline"), "family": family, "faces": faces, "runs": runs,
+            "exp": os.path.join(runs, "default")}
+
+
+def run_adapt(source, *extra):
+    return adapt.main(["--run", source["run"], "--data-dir", source["family"], "--epochs", "1",
+                       "--precision", "float32"] + list(extra))
+
+
+def test_an_adapted_run_records_both_aucs_in_its_own_folder_and_never_touches_the_source(source, capsys):
+    before = tree_digest(source["run"])
+    assert run_adapt(source, "--shots", "3") == 0
+    assert tree_digest(source["run"]) == before
+    family_dir = os.path.join(source["exp"], "adapted", "sharp")
+    folder = os.path.join(family_dir, "baseline-k3.seed1337")
+    info = read_run(folder)
+    a = info["adaptation"]
+    assert a["shots"] == 3 and a["shot_files"] == 6 and a["family"] == "sharp"
+    assert set(a["before"]) == set(a["after"]) == {"family", "source"}
+    assert all(0 <= v <= 1 for v in list(a["before"].values()) + list(a["after"].values()))
+    assert a["source_split_fingerprint"] == read_run(source["run"])["split_fingerprint"]
+    # the new family's split is its own, made by the kit and recorded, and the run says it used it
+    family_split = json.load(open(os.path.join(family_dir, "split.json")))
+    assert family_split["data_dir"] == os.path.abspath(source["family"])
+    assert info["split_fingerprint"] == family_split["fingerprint"] != a["source_split_fingerprint"]
+    assert json.load(open(os.path.join(folder, "split.json")))["fingerprint"] == family_split["fingerprint"]
+    # it is a detector like any other: it loads in safe mode and its threshold came from validation
+    from classifiers.predict import load_detector
+
+    model, _ = load_detector(folder)
+    assert model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0).shape == (2, 1)
+    assert 0 < info["threshold"] <= 1 and info["validation"]["images"] > 0
+
+    # the report has the curve: its table, its figure, the same numbers as the record
+    from compare import report
+
+    assert report.main(["--runs-dir", source["runs"], "--no-timing", "--no-saliency"]) == 0
+    metrics = json.load(open(os.path.join(source["exp"], "report", "metrics.json")))
+    rows = {(r["source"], r["shots"]): r for r in metrics["adaptation"]}
+    assert rows[("baseline", 3)]["family_auc"] == pytest.approx(a["after"]["family"])
+    assert rows[("baseline", 0)]["source_auc"] == pytest.approx(a["before"]["source"])
+    assert "baseline-k3.seed1337" not in metrics["models"]  # judged in its own table, not as a model of the split
+    text = open(os.path.join(source["exp"], "report", "report.md")).read()
+    assert "## Adapted to new families" in text and os.path.exists(os.path.join(source["exp"], "report", "adaptation.png"))
+
+
+def test_the_curve_trains_only_what_is_missing(source, capsys):
+    assert run_adapt(source, "--shots", "3") == 0
+    model = os.path.join(source["exp"], "adapted", "sharp", "baseline-k3.seed1337", "model.keras")
+    stamp = os.stat(model).st_mtime_ns
+    capsys.readouterr()
+    assert run_adapt(source, "--shots", "2", "3") == 0
+    out = capsys.readouterr().out
+    assert "baseline-k3.seed1337: already trained with this configuration" in out
+    assert "baseline-k2.seed1337: validation AUC" in out and os.stat(model).st_mtime_ns == stamp
+    assert "before" in out and "         2     1" in out  # the curve's table, one line per K
+
+
+def test_shots_are_exactly_k_per_class_deterministic_per_seed_and_nested():
+    files = [{"path": f"{c}/{i}.jpg", "sha256": hashlib.sha256(f"{c}{i}".encode()).hexdigest(), "label": label,
+              "split": split} for c, label in (("Real", 0), ("Fake", 1)) for i in range(30)
+             for split in [("train", "val", "test")[i % 3]]]
+    manifest = {"files": files}
+    five = adapt.pick_shots(manifest, "train", 5, seed=1, what="x")
+    assert [f["label"] for f in five].count(0) == 5 and [f["label"] for f in five].count(1) == 5
+    assert all(f["split"] == "train" for f in five)
+    assert five == adapt.pick_shots(manifest, "train", 5, seed=1, what="x")
+    assert five != adapt.pick_shots(manifest, "train", 5, seed=2, what="x")
+    eight = adapt.pick_shots(manifest, "train", 8, seed=1, what="x")
+    assert {f["path"] for f in five} <= {f["path"] for f in eight}
+    with pytest.raises(UserError, match="has 10 real and 10 fake images; 11 of each are needed"):
+        adapt.pick_shots(manifest, "train", 11, seed=1, what="x")
+
+
+def test_bad_sources_and_families_get_one_line(source, tmp_path, capsys):
+    from conftest import make_dataset_dir
+
+    empty = tmp_path / "not-a-run"
+    empty.mkdir()
+    one_class = tmp_path / "fakes-only"
+    make_dataset_dir(str(one_class), n_real=0, n_fake=6)
+    cases = [
+        (["--run", str(empty), "--data-dir", source["family"]], "not a finished run"),
+        (["--run", source["run"], "--data-dir", str(one_class)], "no Real/ folder"),
+        (["--run", source["run"], "--data-dir", source["family"], "--shots", "500"], "500 of each are needed"),
+        (["--run", source["run"], "--data-dir", source["faces"], "--family", "same"],
+         "of the source experiment's data"),  # the source's own faces: it would test on what it trained on
+    ]
+    for argv, expected in cases:
+        assert run_main(lambda: adapt.main(argv + ["--precision", "float32"])) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err
+    assert not os.path.exists(os.path.join(source["exp"], "adapted", "same", "split.json"))
