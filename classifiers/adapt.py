@@ -51,6 +51,7 @@ class AdaptConfig(CommandConfig):
     replay_per_class: int = ADAPT["replay_per_class"]
     batch_size: int = 32
     image_size: int = 64  # the source run's
+    source_created: str = ""  # when the source run was made: a retrained source makes its adapted runs stale
     resize_mode: str = "resize"  # the source run's
 
     def record(self):
@@ -141,7 +142,7 @@ def decode(manifest, files, size, mode):
     return x, np.array([f["label"] for f in files], np.float32)
 
 
-def learning_set(shots, replay, seed):
+def learning_set(shots, replay):
     """The K shots repeated to as many images as the replay, then both together: every epoch sees the new
     family and the old one half and half."""
     repeat = max(1, -(-len(replay[1]) // len(shots[1])))
@@ -183,8 +184,9 @@ def build_adapted(source_model_path, tune, name):
     inputs = keras.Input(frozen.input_shape[1:], name="image")
     a, b = frozen(inputs), learner(inputs)
     # in float32 whatever the policy: probabilities near 0 and 1 are what thresholds separate
-    either = layers.Subtract(name="p_fake", dtype="float32")([layers.Add(name="a_plus_b", dtype="float32")([a, b]),
-                                                              layers.Multiply(name="a_times_b", dtype="float32")([a, b])])
+    total = layers.Add(name="a_plus_b", dtype="float32")([a, b])
+    both = layers.Multiply(name="a_times_b", dtype="float32")([a, b])
+    either = layers.Subtract(name="p_fake", dtype="float32")([total, both])
     return keras.Model(inputs, either, name=name.replace("-", "_").replace(".", "_"))
 
 
@@ -196,6 +198,10 @@ def judged(model, sets):
     return {name: roc_auc(y, probabilities(model, x)) for name, (x, y) in sets.items()}
 
 
+def adapted_name(source_dir, shots, seed):
+    return f"{os.path.basename(os.path.normpath(source_dir))}-k{shots}.seed{seed}"
+
+
 def adapt_one(cfg, source_dir, info, tests, family_manifest, data, before):
     """One adapted run (cfg.shots, cfg.seed) through the kit's runner; its run.json."""
     import keras
@@ -203,16 +209,16 @@ def adapt_one(cfg, source_dir, info, tests, family_manifest, data, before):
     from classifiers.models import compile_detector
     from classifiers.runner import RunSpec, SplitData, train_run
 
-    source_name = os.path.basename(os.path.normpath(source_dir))
-    name = f"{source_name}-k{cfg.shots}.seed{cfg.seed}"
+    name = adapted_name(source_dir, cfg.shots, cfg.seed)
     shots = decode(family_manifest, pick_shots(family_manifest, "train", cfg.shots, cfg.seed, cfg.data_dir),
                    cfg.image_size, cfg.resize_mode)
-    x, y = learning_set(shots, data["replay"], cfg.seed)
+    x, y = learning_set(shots, data["replay"])
     hp = dict(ADAPT, tune=cfg.tune, learning_rate=cfg.learning_rate, epochs=cfg.epochs,
               replay_per_class=cfg.replay_per_class, shots=cfg.shots)
-    record = {"source": os.path.abspath(source_dir), "source_model": info["model"], "source_split_fingerprint": info["split_fingerprint"],
-              "family": cfg.family, "family_data_dir": family_manifest["data_dir"], "shots": cfg.shots,
-              "shot_files": int(2 * cfg.shots), "before": before}
+    record = {"source": os.path.abspath(source_dir), "source_model": info["model"],
+              "source_split_fingerprint": info["split_fingerprint"], "family": cfg.family,
+              "family_data_dir": family_manifest["data_dir"], "shots": cfg.shots, "shot_files": int(2 * cfg.shots),
+              "before": before}
 
     def evaluate(model):  # both test splits, once, for the record: what was learnt and what was kept
         after = judged(model, tests)
@@ -237,10 +243,9 @@ def adapt_source(args, source_dir, family):
                        image_size=int(info["image_size"]), resize_mode=info.get("resize_mode", "resize"),
                        seed=args.seed, precision=args.precision, runs_dir=os.path.join(exp, ADAPTED),
                        experiment=family, data_dir=os.path.abspath(args.data_dir), strict=args.strict,
-                       retrain=args.retrain)
+                       retrain=args.retrain, source_created=info["created"])
     manifest = family_split(base.data_dir, base.runs_dir, family, source_manifest, args.strict)
-    for seed in range(args.seed, args.seed + args.seeds):  # every shot count and seed possible before any work
-        pick_shots(manifest, "train", max(args.shots), seed, base.data_dir)
+    pick_shots(manifest, "train", max(args.shots), args.seed, base.data_dir)  # enough for every K, before any work
     size, mode = base.image_size, base.resize_mode
     tests = {"family": load_split(manifest, "test", size, mode)[:2],
              "source": load_split(source_manifest, "test", size, mode)[:2]}
@@ -248,8 +253,7 @@ def adapt_source(args, source_dir, family):
     for shots in sorted(args.shots):
         for seed in range(args.seed, args.seed + args.seeds):
             cfg = dataclasses.replace(base, shots=shots, seed=seed)
-            folder = os.path.join(experiment_dir(cfg.runs_dir, family),
-                                  f"{os.path.basename(os.path.normpath(source_dir))}-k{shots}.seed{seed}")
+            folder = os.path.join(experiment_dir(cfg.runs_dir, family), adapted_name(source_dir, shots, seed))
             kept = finished_run(folder, cfg.record(), manifest, cfg.retrain)
             if kept is None:
                 if data is None:  # decoded once, and only when something is to be trained

@@ -119,14 +119,21 @@ def augmentations(value):
 
 
 def run_name(cfg):
-    return DETECTORS[cfg.model].folder.format(**dataclasses.asdict(cfg)) if cfg.model in DETECTORS else cfg.model
+    """The run folder's name; a detector trained with other perturbations (--augment) sits beside its plain run."""
+    if cfg.model not in DETECTORS:
+        return cfg.model
+    name = DETECTORS[cfg.model].folder.format(**dataclasses.asdict(cfg))
+    return name if cfg.augment is None else f"{name}-aug-{cfg.augment.replace(',', '-')}"
 
 
 def detector_spec(cfg, train_labels, name=None, detector=None, hp=None):
     """The RunSpec of a registered detector (cfg.model's, or `detector`'s) for the runner, trained for cfg.epochs;
     hp: hyperparameters other than its own (the search's winner)."""
     detector = DETECTORS[detector or cfg.model]
-    hp = hp or detector.hyperparameters(cfg)
+    if hp is None:
+        hp = detector.hyperparameters(cfg)
+        if cfg.augment is not None:  # --augment replaces the detector's own perturbations
+            hp = dict(hp, augment=[a for a in cfg.augment.split(",") if a != "none"])
     steps_per_epoch = training_steps(len(train_labels), cfg.batch_size, 1)
     return RunSpec(name=name or run_name(cfg), build=lambda: detector.build(cfg, hp),
                    compile=lambda model: detector.recipe(model, hp, steps_per_epoch, cfg.epochs), epochs=cfg.epochs,

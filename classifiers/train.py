@@ -16,8 +16,8 @@ import sys
 
 from classifiers.backbones import BACKBONES
 from classifiers.config import PRESETS, STRATEGIES, TUNERS, DetectorConfig
-from data.pipeline import RESIZE_MODES
-from data.runtime import add_common_args, positive_int, run_main, setup
+from data.pipeline import AUGMENTATIONS, RESIZE_MODES
+from data.runtime import UserError, add_common_args, positive_int, run_main, setup
 
 SEARCH = "hpsearch"
 SEARCH_BUDGET = ("max_trials", "search_minutes")  # a larger budget extends a finished search
@@ -40,6 +40,9 @@ def parse_args(argv=None):
     p.add_argument("--image-size", type=positive_int, help="input side in pixels (preset decides by default)")
     p.add_argument("--resize-mode", choices=RESIZE_MODES, default="resize",
                    help="squash each face to the input size, or cut its centre at full detail")
+    p.add_argument("--augment", type=augment_list, metavar="LIST",
+                   help=f"train with these perturbations instead of the detector's own: a comma list of "
+                        f"{', '.join(AUGMENTATIONS)}, or none; the run is named MODEL-aug-... beside the plain one")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--max-trials", type=positive_int, help="search budget (hpsearch)")
@@ -55,6 +58,14 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def augment_list(text):
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    unknown = [a for a in names if a not in AUGMENTATIONS + ("none",)]
+    if unknown or not names or ("none" in names and len(names) > 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma list of {', '.join(AUGMENTATIONS)}, or none")
+    return ",".join(names)
+
+
 def resolve_config(args):
     from classifiers.registry import DETECTORS
 
@@ -63,9 +74,11 @@ def resolve_config(args):
         max_trials=args.max_trials, search_epochs=args.search_epochs, search_minutes=args.search_minutes,
         resize_mode=args.resize_mode, tuner=args.tuner, strategy=args.strategy, seed=args.seed,
         precision=args.precision, runs_dir=args.runs_dir, experiment=args.experiment, data_dir=args.data_dir,
-        strict=args.strict, retrain=args.retrain,
+        strict=args.strict, retrain=args.retrain, augment=args.augment,
         **({"backbone": args.backbone, "weights": args.weights} if args.model == "backbone" else {}))
     detector = DETECTORS.get(args.model)
+    if args.augment is not None and detector is None:
+        raise UserError(f"--augment is for a registered detector; the search ({SEARCH}) explores its own")
     if args.epochs is None and detector is not None and detector.epochs:
         cfg = dataclasses.replace(cfg, epochs=detector.epochs[args.preset])  # its own budget
     if args.epochs is None and args.model == SEARCH:

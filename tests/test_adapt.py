@@ -78,7 +78,8 @@ def test_an_adapted_run_records_both_aucs_in_its_own_folder_and_never_touches_th
     assert rows[("baseline", 0)]["source_auc"] == pytest.approx(a["before"]["source"])
     assert "baseline-k3.seed1337" not in metrics["models"]  # judged in its own table, not as a model of the split
     text = open(os.path.join(source["exp"], "report", "report.md")).read()
-    assert "## Adapted to new families" in text and os.path.exists(os.path.join(source["exp"], "report", "adaptation.png"))
+    assert "## Adapted to new families" in text
+    assert os.path.exists(os.path.join(source["exp"], "report", "adaptation.png"))
 
 
 def test_the_curve_trains_only_what_is_missing(source, capsys):
@@ -128,3 +129,23 @@ def test_bad_sources_and_families_get_one_line(source, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0], err
     assert not os.path.exists(os.path.join(source["exp"], "adapted", "same", "split.json"))
+
+
+def test_an_adaptation_killed_half_way_leaves_nothing_finished_and_resumes(source):
+    import subprocess
+    import sys
+
+    from conftest import epochs_recorded, kill_when
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, "-m", "classifiers.adapt", "--run", source["run"], "--data-dir", source["family"],
+           "--family", "killed", "--shots", "2", "--epochs", "30", "--precision", "float32"]
+    family_dir = os.path.join(source["exp"], "adapted", "killed")
+    kill_when(cmd, lambda: epochs_recorded(os.path.join(family_dir, ".baseline-k2.seed1337.partial",
+                                                        "progress.json")) >= 2, root)
+    assert not os.path.exists(os.path.join(family_dir, "baseline-k2.seed1337")), "a killed run must not look finished"
+    again = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "baseline-k2.seed1337: resuming from epoch" in again.stdout
+    info = read_run(os.path.join(family_dir, "baseline-k2.seed1337"))
+    assert info["epochs_completed"] == 30 and info["resumed_from_epoch"] >= 1

@@ -152,3 +152,17 @@ def test_cosine_schedule_decays_to_zero_over_the_run_and_old_trials_read_as_cons
     old_trial = {"filters": "32-64", "head": "gap", "dropout": 0.2, "residual": False, "learning_rate": 1e-3,
                  "augment": True}
     assert hyperparameters_to_config(old_trial)["schedule"] == "constant"
+
+
+def test_augment_trains_a_run_beside_the_plain_one_and_an_unknown_perturbation_is_named(tiny_faces, tmp_path, capsys):
+    runs = str(tmp_path / "runs")
+    common = ["--model", "baseline", "--data-dir", tiny_faces, "--runs-dir", runs, "--epochs", "1"] + TINY
+    assert train_cli.main(common) == 0
+    assert train_cli.main(common + ["--augment", "blur,jpeg,resize"]) == 0
+    plain, augmented = run_json(runs, "default", "baseline"), run_json(runs, "default", "baseline-aug-blur-jpeg-resize")
+    assert plain["augment"] == [] and augmented["augment"] == ["blur", "jpeg", "resize"]
+    assert augmented["hyperparameters"]["augment"] == ["blur", "jpeg", "resize"]
+    assert augmented["split_fingerprint"] == plain["split_fingerprint"]
+    with pytest.raises(SystemExit):
+        train_cli.parse_args(["--augment", "blur,sparkle"])
+    assert "'blur,sparkle': a comma list of flip" in capsys.readouterr().err
