@@ -98,9 +98,14 @@ def source_run(folder):
 
 def family_split(data_dir, family_root, family, source_manifest, strict=False):
     """The new family's own split (made once, like an experiment's); refused when it holds source files."""
-    from data.split import experiment_split, scan_cache_path
+    from data.runs import experiment_dir
+    from data.split import experiment_split, load_manifest, scan_cache_path
     from data.scan import scan_folder
 
+    made = os.path.join(experiment_dir(family_root, family), "split.json")
+    if os.path.exists(made) and load_manifest(made)["data_dir"] != os.path.abspath(data_dir):
+        raise UserError(f"family {family!r} was split from {load_manifest(made)['data_dir']}, not {data_dir}; "
+                        "name this one with --family")
     scan = scan_folder(data_dir, cache_path=scan_cache_path(family_root))
     known = {f["sha256"]: f["path"] for f in source_manifest["files"]}
     shared = [(r.path, known[r.sha256]) for r in scan.images if r.sha256 in known]
@@ -210,15 +215,15 @@ def adapt_one(cfg, source_dir, info, tests, family_manifest, data, before):
     from classifiers.runner import RunSpec, SplitData, train_run
 
     name = adapted_name(source_dir, cfg.shots, cfg.seed)
-    shots = decode(family_manifest, pick_shots(family_manifest, "train", cfg.shots, cfg.seed, cfg.data_dir),
-                   cfg.image_size, cfg.resize_mode)
+    shot_files = pick_shots(family_manifest, "train", cfg.shots, cfg.seed, cfg.data_dir)
+    shots = decode(family_manifest, shot_files, cfg.image_size, cfg.resize_mode)
     x, y = learning_set(shots, data["replay"])
     hp = dict(ADAPT, tune=cfg.tune, learning_rate=cfg.learning_rate, epochs=cfg.epochs,
               replay_per_class=cfg.replay_per_class, shots=cfg.shots)
     record = {"source": os.path.abspath(source_dir), "source_model": info["model"],
               "source_split_fingerprint": info["split_fingerprint"], "family": cfg.family,
-              "family_data_dir": family_manifest["data_dir"], "shots": cfg.shots, "shot_files": int(2 * cfg.shots),
-              "before": before}
+              "family_data_dir": family_manifest["data_dir"], "shots": cfg.shots,
+              "shot_files": [f["path"] for f in shot_files], "before": before}
 
     def evaluate(model):  # both test splits, once, for the record: what was learnt and what was kept
         after = judged(model, tests)

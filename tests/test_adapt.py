@@ -52,7 +52,9 @@ def test_an_adapted_run_records_both_aucs_in_its_own_folder_and_never_touches_th
     folder = os.path.join(family_dir, "baseline-k3.seed1337")
     info = read_run(folder)
     a = info["adaptation"]
-    assert a["shots"] == 3 and a["shot_files"] == 6 and a["family"] == "sharp"
+    assert a["shots"] == 3 and a["family"] == "sharp"
+    labels = {f["path"]: (f["label"], f["split"]) for f in json.load(open(os.path.join(folder, "split.json")))["files"]}
+    assert sorted(labels[p] for p in a["shot_files"]) == [(0, "train")] * 3 + [(1, "train")] * 3
     assert set(a["before"]) == set(a["after"]) == {"family", "source"}
     assert all(0 <= v <= 1 for v in list(a["before"].values()) + list(a["after"].values()))
     assert a["source_split_fingerprint"] == read_run(source["run"])["split_fingerprint"]
@@ -113,6 +115,8 @@ def test_shots_are_exactly_k_per_class_deterministic_per_seed_and_nested():
 def test_bad_sources_and_families_get_one_line(source, tmp_path, capsys):
     from conftest import make_dataset_dir
 
+    adapt.family_split(source["family"], os.path.join(source["exp"], "adapted"), "sharp",
+                       adapt.source_run(source["run"])[1])  # the family "sharp" is split from source["family"]
     empty = tmp_path / "not-a-run"
     empty.mkdir()
     one_class = tmp_path / "fakes-only"
@@ -121,6 +125,7 @@ def test_bad_sources_and_families_get_one_line(source, tmp_path, capsys):
         (["--run", str(empty), "--data-dir", source["family"]], "not a finished run"),
         (["--run", source["run"], "--data-dir", str(one_class)], "no Real/ folder"),
         (["--run", source["run"], "--data-dir", source["family"], "--shots", "500"], "500 of each are needed"),
+        (["--run", source["run"], "--data-dir", source["faces"], "--family", "sharp"], "name this one with --family"),
         (["--run", source["run"], "--data-dir", source["faces"], "--family", "same"],
          "of the source experiment's data"),  # the source's own faces: it would test on what it trained on
     ]
