@@ -20,13 +20,13 @@ trained, and the table is printed at the end (compare.report draws it).
 """
 import argparse
 import dataclasses
-import hashlib
 import os
 import sys
 
 import numpy as np
 
 from data.runtime import CommandConfig, UserError, positive_int, run_main, setup
+from data.split import balanced_subset
 
 # the adaptation recipe: every setting of it, recorded in each adapted run's run.json
 ADAPT = {
@@ -116,26 +116,6 @@ def family_split(data_dir, family_root, family, source_manifest, strict=False):
     return experiment_split(data_dir, family_root, family, strict=strict, log=lambda line: None)
 
 
-def shot_order(files, seed):
-    """files in a seed's order (by a hash of seed and content): the first K are the K shots, nested in K."""
-    return sorted(files, key=lambda f: hashlib.sha256(f"{seed}:{f['sha256']}".encode()).hexdigest())
-
-
-def pick_shots(manifest, split, per_class, seed, what, at_most=False):
-    """Exactly per_class files of each label from one side of a split (at_most: up to that many),
-    deterministic per seed."""
-    chosen = []
-    for label, name in ((0, "real"), (1, "fake")):
-        files = [f for f in manifest["files"] if f["split"] == split and f["label"] == label]
-        if len(files) < per_class and not at_most:
-            counts = {n: sum(1 for f in manifest["files"] if f["split"] == split and f["label"] == lab)
-                      for lab, n in ((0, "real"), (1, "fake"))}
-            raise UserError(f"{what}: its {split} split has {counts['real']} real and {counts['fake']} fake "
-                            f"images; {per_class} of each are needed")
-        chosen += shot_order(files, seed)[:per_class]
-    return chosen
-
-
 def decode(manifest, files, size, mode):
     from data.pipeline import load_images
 
@@ -215,7 +195,7 @@ def adapt_one(cfg, source_dir, info, tests, family_manifest, data, before):
     from classifiers.runner import RunSpec, SplitData, train_run
 
     name = adapted_name(source_dir, cfg.shots, cfg.seed)
-    shot_files = pick_shots(family_manifest, "train", cfg.shots, cfg.seed, cfg.data_dir)
+    shot_files = balanced_subset(family_manifest, "train", cfg.shots, cfg.seed, cfg.data_dir)
     shots = decode(family_manifest, shot_files, cfg.image_size, cfg.resize_mode)
     x, y = learning_set(shots, data["replay"])
     hp = dict(ADAPT, tune=cfg.tune, learning_rate=cfg.learning_rate, epochs=cfg.epochs,
@@ -250,7 +230,7 @@ def adapt_source(args, source_dir, family):
                        experiment=family, data_dir=os.path.abspath(args.data_dir), strict=args.strict,
                        retrain=args.retrain, source_created=info["created"])
     manifest = family_split(base.data_dir, base.runs_dir, family, source_manifest, args.strict)
-    pick_shots(manifest, "train", max(args.shots), args.seed, base.data_dir)  # enough for every K, before any work
+    balanced_subset(manifest, "train", max(args.shots), args.seed, base.data_dir)  # enough for every K? before work
     size, mode = base.image_size, base.resize_mode
     tests = {"family": load_split(manifest, "test", size, mode)[:2],
              "source": load_split(source_manifest, "test", size, mode)[:2]}
@@ -279,7 +259,8 @@ def shared_data(source_dir, source_manifest, manifest, cfg, tests):
 
     class Replay(dict):  # the source's training images, a balanced sample per seed, decoded on first use
         def __missing__(self, seed):
-            files = pick_shots(source_manifest, "train", cfg.replay_per_class, seed, source_dir, at_most=True)
+            files = balanced_subset(source_manifest, "train", cfg.replay_per_class, seed, source_dir,
+                                    at_most=True)
             self[seed] = decode(source_manifest, files, size, mode)
             return self[seed]
 

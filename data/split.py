@@ -163,6 +163,21 @@ def make_split(scan, threshold=NEAR_COPY_BITS, salt="", strict=False):
     }
 
 
+def balanced_subset(manifest, split, per_class, seed, what, at_most=False):
+    """Exactly per_class files of each label from one side of a split (at_most: up to that many): the first
+    in an order drawn from the seed and each file's content, so it is deterministic per seed and nested (the
+    10 of a seed are among its 25); UserError, naming `what` and the counts, when a class has too few."""
+    chosen = []
+    for label in (0, 1):
+        files = [f for f in manifest["files"] if f["split"] == split and f["label"] == label]
+        if len(files) < per_class and not at_most:
+            counts = [sum(1 for f in manifest["files"] if f["split"] == split and f["label"] == lab) for lab in (0, 1)]
+            raise UserError(f"{what}: its {split} split has {counts[0]} real and {counts[1]} fake images; "
+                            f"{per_class} of each are needed")
+        chosen += sorted(files, key=lambda f: hashlib.sha256(f"{seed}:{f['sha256']}".encode()).hexdigest())[:per_class]
+    return chosen
+
+
 def load_manifest(path):
     """Read a split manifest and check that it is whole (its fingerprint matches its files)."""
     try:

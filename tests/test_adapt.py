@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from classifiers import adapt
+from data.split import balanced_subset
 from data.runs import read_run
 from data.runtime import UserError, run_main
 
@@ -101,15 +102,15 @@ def test_shots_are_exactly_k_per_class_deterministic_per_seed_and_nested():
               "split": split} for c, label in (("Real", 0), ("Fake", 1)) for i in range(30)
              for split in [("train", "val", "test")[i % 3]]]
     manifest = {"files": files}
-    five = adapt.pick_shots(manifest, "train", 5, seed=1, what="x")
+    five = balanced_subset(manifest, "train", 5, seed=1, what="x")
     assert [f["label"] for f in five].count(0) == 5 and [f["label"] for f in five].count(1) == 5
     assert all(f["split"] == "train" for f in five)
-    assert five == adapt.pick_shots(manifest, "train", 5, seed=1, what="x")
-    assert five != adapt.pick_shots(manifest, "train", 5, seed=2, what="x")
-    eight = adapt.pick_shots(manifest, "train", 8, seed=1, what="x")
+    assert five == balanced_subset(manifest, "train", 5, seed=1, what="x")
+    assert five != balanced_subset(manifest, "train", 5, seed=2, what="x")
+    eight = balanced_subset(manifest, "train", 8, seed=1, what="x")
     assert {f["path"] for f in five} <= {f["path"] for f in eight}
     with pytest.raises(UserError, match="has 10 real and 10 fake images; 11 of each are needed"):
-        adapt.pick_shots(manifest, "train", 11, seed=1, what="x")
+        balanced_subset(manifest, "train", 11, seed=1, what="x")
 
 
 def test_bad_sources_and_families_get_one_line(source, tmp_path, capsys):
