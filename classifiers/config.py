@@ -36,6 +36,8 @@ class DetectorConfig(CommandConfig):
     search_epochs: int = 12
     search_minutes: Optional[float] = 15
     tuner: str = "hyperband"
+    # labelled training images used (data.runtime.label_count: a count or a fraction); None: all of them
+    labels: Optional[str] = None
     # training perturbations instead of the detector's own (comma-separated, or "none"); None: its own
     augment: Optional[str] = None
     # --model backbone only

@@ -119,11 +119,14 @@ def augmentations(value):
 
 
 def run_name(cfg):
-    """The run folder's name; a detector trained with other perturbations (--augment) sits beside its plain run."""
+    """The run folder's name; a detector trained with other perturbations (--augment) or on part of the labels
+    (--labels) sits beside its plain run."""
     if cfg.model not in DETECTORS:
         return cfg.model
     name = DETECTORS[cfg.model].folder.format(**dataclasses.asdict(cfg))
-    return name if cfg.augment is None else f"{name}-aug-{cfg.augment.replace(',', '-')}"
+    name = name if cfg.augment is None else f"{name}-aug-{cfg.augment.replace(',', '-')}"
+    # a run on part of the labels is one point of a curve over label counts and seeds
+    return name if cfg.labels is None else f"{name}-labels{cfg.labels}.seed{cfg.seed}"
 
 
 def detector_spec(cfg, train_labels, name=None, detector=None, hp=None):

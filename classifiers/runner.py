@@ -18,6 +18,8 @@ import tempfile
 import time
 from typing import Callable, Mapping, NamedTuple, Optional
 
+import numpy as np
+
 from data.runtime import UserError, import_tensorflow
 
 
@@ -50,6 +52,24 @@ class SplitData(NamedTuple):
     manifest: dict  # the experiment's split (data.split)
     train: tuple  # (uint8 images, labels)
     val: tuple
+    train_paths: tuple = ()  # the training images' paths, in order: what a label subset picks from
+
+
+def labelled_subset(data, labels, seed, log=print):
+    """data with its training side cut to `labels` (data.runtime.label_count: a count or a fraction) labelled
+    images, half of each class, drawn by data.split.balanced_subset: deterministic per seed, nested (the 50
+    are among the 100). Validation (and test) are untouched."""
+    from data.split import balanced_subset
+
+    x, y = data.train
+    per_class = int(round(float(labels) * len(y) / 2)) if "." in labels else int(labels) // 2
+    if per_class < 1:
+        raise UserError(f"--labels {labels}: less than one labelled image per class of the {len(y):,} training images")
+    chosen = {f["path"] for f in balanced_subset(data.manifest, "train", per_class, seed, "--labels " + labels)}
+    keep = np.array([p in chosen for p in data.train_paths], bool)
+    log(f"labels: {int((y[keep] == 0).sum()):,} real and {int((y[keep] == 1).sum()):,} fake of the {len(y):,} "
+        f"training images carry their label (--labels {labels}, seed {seed}); validation untouched")
+    return data._replace(train=(x[keep], y[keep]), train_paths=tuple(np.array(data.train_paths)[keep]))
 
 
 def prepare(cfg, log=print):
@@ -62,10 +82,10 @@ def prepare(cfg, log=print):
     data_dir = resolve_data_dir(cfg.data_dir, cfg.runs_dir)
     manifest = experiment_split(data_dir, cfg.runs_dir, cfg.experiment, log=log, strict=cfg.strict)
     size, mode = cfg.image_size, cfg.resize_mode
-    train = load_split(manifest, "train", size, mode)[:2]
+    x, y, paths = load_split(manifest, "train", size, mode)
     val = load_split(manifest, "val", size, mode)[:2]
-    log(f"data: {len(train[1]):,} training and {len(val[1]):,} validation images at {size}px ({mode})")
-    return SplitData(manifest, train, val)
+    log(f"data: {len(y):,} training and {len(val[1]):,} validation images at {size}px ({mode})")
+    return SplitData(manifest, (x, y), val, tuple(paths))
 
 
 def make_strategy(name):

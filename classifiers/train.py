@@ -17,7 +17,7 @@ import sys
 from classifiers.backbones import BACKBONES
 from classifiers.config import PRESETS, STRATEGIES, TUNERS, DetectorConfig
 from data.pipeline import AUGMENTATIONS, RESIZE_MODES
-from data.runtime import UserError, add_common_args, positive_int, run_main, setup
+from data.runtime import UserError, add_common_args, label_count, positive_int, run_main, setup
 
 SEARCH = "hpsearch"
 SEARCH_BUDGET = ("max_trials", "search_minutes")  # a larger budget extends a finished search
@@ -43,6 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--augment", type=augment_list, metavar="LIST",
                    help=f"train with these perturbations instead of the detector's own: a comma list of "
                         f"{', '.join(AUGMENTATIONS)}, or none; the run is named MODEL-aug-... beside the plain one")
+    p.add_argument("--labels", type=label_count, metavar="N|F|all",
+                   help="train on N labelled training images (half of each class; or a fraction F of the split), "
+                        "drawn per seed and nested; the run is named MODEL-labelsN.seedS; validation is untouched")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--max-trials", type=positive_int, help="search budget (hpsearch)")
@@ -74,11 +77,11 @@ def resolve_config(args):
         max_trials=args.max_trials, search_epochs=args.search_epochs, search_minutes=args.search_minutes,
         resize_mode=args.resize_mode, tuner=args.tuner, strategy=args.strategy, seed=args.seed,
         precision=args.precision, runs_dir=args.runs_dir, experiment=args.experiment, data_dir=args.data_dir,
-        strict=args.strict, retrain=args.retrain, augment=args.augment,
+        strict=args.strict, retrain=args.retrain, augment=args.augment, labels=args.labels,
         **({"backbone": args.backbone, "weights": args.weights} if args.model == "backbone" else {}))
     detector = DETECTORS.get(args.model)
-    if args.augment is not None and detector is None:
-        raise UserError(f"--augment is for a registered detector; the search ({SEARCH}) explores its own")
+    if (args.augment is not None or args.labels is not None) and detector is None:
+        raise UserError(f"--augment and --labels are for a registered detector, not the search ({SEARCH})")
     if args.epochs is None and detector is not None and detector.epochs:
         cfg = dataclasses.replace(cfg, epochs=detector.epochs[args.preset])  # its own budget
     if args.epochs is None and args.model == SEARCH:
@@ -106,6 +109,10 @@ def main(argv=None):
     cfg = dataclasses.replace(cfg, precision=setup(cfg.seed, cfg.precision))
     print("config: " + json.dumps(dataclasses.asdict(cfg), sort_keys=True))
     data = prepare(cfg)
+    if cfg.labels is not None:
+        from classifiers.runner import labelled_subset
+
+        data = labelled_subset(data, cfg.labels, cfg.seed)
     if keep_finished_run(cfg, data.manifest):
         return 0
     if cfg.model == SEARCH:

@@ -138,6 +138,23 @@ def positive_int(text):
     return value
 
 
+def label_count(text):
+    """--labels: 'all', a number of labelled training images (split evenly between the classes), or a
+    fraction of the training split (0 < f < 1)."""
+    if text == "all":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of labelled images (e.g. 100), a fraction (0.1) or all")
+    if value >= 1 and value == int(value):
+        return str(int(value))
+    if 0 < value < 1:
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: a whole number of images of at least 1, a fraction between 0 and 1, "
+                                     "or all")
+
+
 def run_main(main):
     """Run an entry point: user errors become one line and exit status 2, Ctrl-C exits 130."""
     for stream in (sys.stdout, sys.stderr):  # a file name that is not valid UTF-8 must not crash a print

@@ -64,6 +64,7 @@ class GanConfig(CommandConfig):
     gan_data: str = "real"
     latent_dim: int = 128  # gan.models.LATENT_DIM (resolve_config sets it from there)
     inception_weights: Optional[str] = None
+    labels: Optional[str] = None  # stage 2 on part of the labelled training images (data.runtime.label_count)
 
     @property
     def resize_mode(self):
@@ -98,4 +99,4 @@ def resolve_config(args):
         values, diffaugment=",".join(policy) or "none", preset=args.preset, stage=args.stage, retrain=args.retrain,
         gan_data=args.gan_data, latent_dim=LATENT_DIM, seed=args.seed, precision=args.precision,
         runs_dir=os.path.abspath(args.runs_dir), experiment=args.experiment, data_dir=args.data_dir,
-        strict=args.strict, inception_weights=args.inception_weights))
+        strict=args.strict, inception_weights=args.inception_weights, labels=args.labels))

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from data.runtime import UserError, add_common_args, positive_int, run_main, setup
+from data.runtime import UserError, add_common_args, label_count, positive_int, run_main, setup
 from gan.config import PRESETS, probe_features, resolve_config
 from gan.label_free import ONE_CLASS, ZERO_SHOT
 
@@ -40,7 +40,7 @@ SAMPLE_GRID = 32  # fixed latent vectors drawn every round
 NOT_STAGE_CONFIG = ("runs_dir", "stage", "retrain", "strict", "inception_weights",
                     "epochs", "strategy", "resize_mode")  # (the last three: in the records of older runs only)
 # settings the GAN itself never sees
-FINETUNE_ONLY = ("finetune_epochs", "head_epochs", "batch_size", "seeds", "probe_features")
+FINETUNE_ONLY = ("finetune_epochs", "head_epochs", "batch_size", "seeds", "probe_features", "labels")
 VARIANTS = ("dcgan-discriminator", "dcgan-linear-probe", "dcgan-scratch")
 SEED_SUFFIX = ".seed"  # dcgan-scratch.seed1338: compare.report groups the runs of one variant
 
@@ -76,6 +76,9 @@ def parse_args(argv=None):
     p.add_argument("--probe-features", type=probe_features,
                    help="what the linear probe reads: last (the trunk's output), pooled (every block, "
                         "average-pooled) or blockN (block N flattened, e.g. block3)")
+    p.add_argument("--labels", type=label_count, metavar="N|F|all",
+                   help="stage 2 on N labelled training images (half of each class; or a fraction F), drawn per seed "
+                        "and nested; the GAN still learns from every training face --gan-data allows")
     p.add_argument("--retrain", action="store_true",
                    help="train every stage again, even where a finished run of this configuration exists")
     return p.parse_args(argv)
@@ -275,6 +278,9 @@ def detector_from_trunk(trunk, image_size, name):
 def stage2_runs(cfg):
     """[(run name, variant, seed)]: every variant for every seed; with one seed the plain names."""
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    if cfg.labels is not None:  # one point of a curve over label counts: always named with its seed
+        return [(f"{variant}-labels{cfg.labels}{SEED_SUFFIX}{seed}", variant, seed)
+                for seed in seeds for variant in VARIANTS]
     return [(variant if len(seeds) == 1 else f"{variant}{SEED_SUFFIX}{seed}", variant, seed)
             for seed in seeds for variant in VARIANTS]
 
@@ -300,17 +306,18 @@ def fine_tune_discriminator(cfg, data):
     """Stage 2: per seed, three detector runs that differ only in where the trunk starts and what is trained."""
     import keras
 
-    from classifiers.runner import train_run
+    from classifiers.runner import labelled_subset, train_run
 
     gan_dir, gan_info = trained_gan(cfg, data.manifest)
     results = label_free_detectors(cfg, data, gan_dir, gan_info)
     for name, variant, seed in stage2_runs(cfg):
         run_cfg = dataclasses.replace(cfg, seed=seed)
+        run_data = data if cfg.labels is None else labelled_subset(data, cfg.labels, seed, log=lambda line: None)
         pretrained = variant != "dcgan-scratch"
         kept = kept_run(run_cfg, data.manifest, name, gan_created=gan_info["created"] if pretrained else None)
         if kept is None:
             keras.utils.set_random_seed(seed)  # each seed's run starts alike, whatever ran before it
-            kept = train_run(variant_spec(run_cfg, name, variant, gan_dir, gan_info), run_cfg, data)[1]
+            kept = train_run(variant_spec(run_cfg, name, variant, gan_dir, gan_info), run_cfg, run_data)[1]
         results[name] = kept
     return results
 
@@ -386,6 +393,10 @@ def main(argv=None):
     cfg = dataclasses.replace(cfg, precision=setup(cfg.seed, cfg.precision))
     print("config: " + json.dumps(dataclasses.asdict(cfg), sort_keys=True))
     data = prepare(cfg)
+    if cfg.labels is not None and cfg.stage in ("all", "finetune"):
+        from classifiers.runner import labelled_subset
+
+        labelled_subset(data, cfg.labels, cfg.seed)  # a --labels the split cannot give stops before the GAN trains
     if cfg.stage in ("all", "gan"):
         train_gan(cfg, data)
     if cfg.stage in ("all", "finetune"):
