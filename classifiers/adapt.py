@@ -25,7 +25,7 @@ import sys
 
 import numpy as np
 
-from data.runtime import CommandConfig, UserError, positive_int, run_main, setup
+from data.runtime import DEFAULT_SEED, CommandConfig, UserError, positive_int, run_main, setup
 from data.split import balanced_subset
 
 # the adaptation recipe: every setting of it, recorded in each adapted run's run.json
@@ -60,24 +60,26 @@ class AdaptConfig(CommandConfig):
 
 
 def parse_args(argv=None):
-    from data.runtime import add_common_args
+    from data.runtime import PRECISIONS
 
     p = argparse.ArgumentParser(prog="python -m classifiers.adapt", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, action="append",
-                   help="a finished detector run folder, e.g. runs/default/resnet (repeat for several)")
-    add_common_args(p)
+                   help="a finished detector run folder, e.g. runs/default/resnet (repeat for several); the "
+                        "adapted runs are written beside it, in its experiment's adapted/ folder")
+    p.add_argument("--data-dir", required=True, help="the new family: a folder with Real/ and Fake/")
     p.add_argument("--family", help="the new family's name (default: the --data-dir folder's name)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop on a picture labelled both real and fake (default: leave it out, say so)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--shots", type=positive_int, nargs="+", default=[25],
                    help="labelled images per class of the new family; several make a curve (e.g. 5 10 25 50)")
     p.add_argument("--seeds", type=positive_int, default=1, help="each point with seeds seed, seed+1, ...")
     p.add_argument("--tune", choices=TUNES, default=ADAPT["tune"], help="what of the learning copy trains")
-    p.add_argument("--epochs", type=positive_int, default=ADAPT["epochs"])
+    p.add_argument("--epochs", type=positive_int, default=ADAPT["epochs"], help="of the learning copy's fine-tuning")
     p.add_argument("--retrain", action="store_true", help="train again and replace finished adapted runs")
-    args = p.parse_args(argv)
-    if not args.data_dir:
-        p.error("--data-dir NEW is required: the folder (Real/ and Fake/) of the family to adapt to")
-    return args
+    return p.parse_args(argv)
 
 
 def source_run(folder):
