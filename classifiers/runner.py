@@ -62,6 +62,8 @@ def labelled_subset(data, labels, seed, log=print):
     from data.split import balanced_subset
 
     x, y = data.train
+    if labels == "all":
+        return data
     per_class = int(round(float(labels) * len(y) / 2)) if "." in labels else int(labels) // 2
     if per_class < 1:
         raise UserError(f"--labels {labels}: less than one labelled image per class of the {len(y):,} training images")

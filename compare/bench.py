@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from data.runtime import import_tensorflow, positive_int, run_main, setup
+from data.runtime import DEFAULT_SEED, UserError, import_tensorflow, label_count, positive_int, run_main, setup
 
 FILTERS = (32, 64, 128)
 BATCH = 32
@@ -228,7 +228,18 @@ def main(argv=None):
                    help="AUC per CPU-minute of these recipes instead (original, baseline, resnet)")
     p.add_argument("--experiment", default="default", help="with --recipes: whose split to train and test on")
     p.add_argument("--epochs", type=positive_int, help="with --recipes: override every recipe's epochs")
+    p.add_argument("--learning-curve", action="store_true",
+                   help="test AUC against labelled training images for --recipes (registered detectors and "
+                        "dcgan-discriminator, dcgan-linear-probe, dcgan-scratch) at each --labels, over --seeds")
+    p.add_argument("--labels", type=label_count, nargs="+", default=["50", "100", "250", "500", "all"],
+                   help="with --learning-curve: labelled training images per point (a count, a fraction, all)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="with --learning-curve: seeds per point")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="with --learning-curve: the first seed")
+    p.add_argument("--detector-args", default="", help="with --learning-curve: more classifiers.train flags")
+    p.add_argument("--gan-args", default="", help="with --learning-curve: more gan.train flags")
     args = p.parse_args(argv)
+    if args.learning_curve:
+        return learning_curve(args)
     from data.synthetic import resolve_data_dir
 
     policy = setup(0, args.precision, deterministic=False)
@@ -245,6 +256,36 @@ def main(argv=None):
 
         write_json_atomic(args.json_out, results)
         print(f"written to {args.json_out}")
+    return 0
+
+
+def learning_curve(args):
+    """Train what the curve lacks through the kit's own commands, judge every point, write and print it."""
+    import shlex
+
+    from compare import learning_curve as LC
+    from data.runs import experiment_dir, write_json_atomic
+    from data.split import load_manifest
+
+    LC.check_recipes(args.recipes or [])
+    if not args.recipes:
+        raise UserError("--learning-curve needs --recipes, e.g. baseline resnet dcgan-discriminator dcgan-scratch")
+    seeds = [args.seed + i for i in range(args.seeds)]
+    common = ["--runs-dir", args.runs_dir, "--experiment", args.experiment, "--precision", args.precision]
+    common += ["--data-dir", args.data_dir] if args.data_dir else []
+    LC.train_missing(args.recipes, args.labels, seeds, common, shlex.split(args.detector_args),
+                     shlex.split(args.gan_args))
+    exp = experiment_dir(args.runs_dir, args.experiment)
+    manifest = load_manifest(os.path.join(exp, "split.json"))
+    curve = LC.summarise(LC.judge(exp, manifest, args.recipes, args.labels, seeds))
+    train_images = sum(manifest["counts"]["train"].values())
+    curve.update(recipes=args.recipes, labels=args.labels, seeds=seeds, train_images=train_images)
+    out_dir = os.path.join(exp, "bench")
+    write_json_atomic(os.path.join(out_dir, LC.FILE), curve)
+    LC.plot(curve, train_images, os.path.join(out_dir, "learning_curve.png"))
+    LC.write_tensorboard(curve, train_images, os.path.join(out_dir, "tensorboard", "learning_curve"))
+    print("\n".join(LC.markdown(curve)[4:]))
+    print(f"written to {out_dir}/ ({LC.FILE}, learning_curve.png, tensorboard/); compare.report shows it")
     return 0
 
 

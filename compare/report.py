@@ -18,6 +18,7 @@ import numpy as np
 
 from classifiers.predict import probabilities as predict
 from compare import adaptation as A
+from compare import learning_curve as LC
 from compare import metrics as M
 from compare import perturb
 from compare import seeds as S
@@ -331,6 +332,7 @@ def markdown(report, plots):
                   + " | ".join(_fmt(e[s]["roc_auc"]) for s in specs) + " |" for n, e in rows]
     lines += S.markdown(report["seed_groups"], report["seed_pairs"])
     lines += A.markdown(report["adaptation"])
+    lines += LC.markdown(report.get("learning_curve"))
     if report["skipped"]:
         lines += ["", "## Runs not reported", ""] + [f"- `{n}`: {why}" for n, why in report["skipped"]]
     lines += ["", "## Figures", ""] + [f"![{k}]({os.path.basename(v)})" for k, v in plots.items()]
@@ -504,7 +506,7 @@ def main(argv=None):
     report = {"experiment": args.experiment, "split_fingerprint": manifest["fingerprint"],
               "test_images": int(len(raw[ranking[0]][0])), "test_dirs": dict(test_dirs), "perturb": args.perturb, "tta": args.tta,
               "ranking": ranking, "models": models, "pairwise": pairwise(raw), "skipped": skipped,
-              "adaptation": adapted}
+              "adaptation": adapted, "learning_curve": LC.load(exp)}
     report["seed_groups"], report["seed_pairs"] = S.summarise(models)
     report["markdown"] = markdown(report, plots)
     write_text_atomic(os.path.join(out_dir, "report.md"), report["markdown"])

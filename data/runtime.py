@@ -139,10 +139,10 @@ def positive_int(text):
 
 
 def label_count(text):
-    """--labels: 'all', a number of labelled training images (split evenly between the classes), or a
-    fraction of the training split (0 < f < 1)."""
+    """--labels: a number of labelled training images (split evenly between the classes), a fraction of the
+    training split (0 < f < 1), or 'all' (every label, as a named point of a curve over label counts)."""
     if text == "all":
-        return None
+        return text
     try:
         value = float(text)
     except ValueError:

@@ -14,7 +14,7 @@ TINY = ["--image-size", "16", "--batch-size", "8", "--epochs", "1", "--seed", "3
 
 
 def test_label_counts_parse_or_say_what_is_wrong():
-    assert label_count("100") == "100" and label_count("0.25") == "0.25" and label_count("all") is None
+    assert label_count("100") == "100" and label_count("0.25") == "0.25" and label_count("all") == "all"
     for bad in ("0", "-3", "1.5", "many", "1.0e9x"):
         with pytest.raises(argparse.ArgumentTypeError):
             label_count(bad)
@@ -32,6 +32,7 @@ def test_a_label_subset_is_balanced_nested_per_seed_and_leaves_validation_alone(
     assert small.train_paths == labelled_subset(data, "6", seed=1, log=lambda line: None).train_paths
     assert small.train_paths != labelled_subset(data, "6", seed=2, log=lambda line: None).train_paths
     assert small.val[0] is data.val[0] and small.manifest is data.manifest
+    assert labelled_subset(data, "all", seed=1, log=lambda line: None) is data
     by_path = dict(zip(data.train_paths, data.train[0]))
     assert all(np.array_equal(by_path[p], x) for p, x in zip(small.train_paths, small.train[0]))
     assert len(labelled_subset(data, "0.5", seed=1, log=lambda line: None).train[1]) == 2 * round(

@@ -1,0 +1,155 @@
+"""Test AUC against the number of labelled training images, recipe by recipe:
+`python -m compare.bench --learning-curve --labels 50 100 250 all --recipes baseline resnet dcgan-discriminator
+dcgan-scratch --seeds 3`.
+
+Every point is an ordinary run folder trained by the kit's own commands, `RECIPE-labelsN.seedS`:
+`classifiers.train --labels N` for a registered detector, `gan.train --labels N` for the GAN's stage-2
+variants (the GAN itself trained once, on every training face it may use, and shared by every point).
+A finished run is kept, so the same command again trains nothing and an interrupted one trains only what
+is missing. Each run is judged on the experiment's test split; the curve goes to runs/<experiment>/bench/
+(learning_curve.json, learning_curve.png, TensorBoard) and its table into compare.report.
+"""
+import os
+
+import numpy as np
+
+from data.runtime import UserError
+
+GAN_RECIPES = ("dcgan-discriminator", "dcgan-linear-probe", "dcgan-scratch")
+FILE = "learning_curve.json"
+
+
+def check_recipes(recipes):
+    from classifiers.registry import DETECTORS
+
+    known = tuple(DETECTORS) + GAN_RECIPES
+    unknown = [r for r in recipes if r not in known]
+    if unknown:
+        raise UserError(f"--recipes: unknown {', '.join(unknown)}; the curve knows {', '.join(known)}")
+
+
+def train_missing(recipes, labels, seeds, common, detector_args=(), gan_args=()):
+    """Every (recipe, label count, seed) through the training commands, which keep what is finished."""
+    from classifiers import train as classifiers_train
+    from gan import train as gan_train
+
+    for count in labels:
+        for seed in seeds:
+            for recipe in (r for r in recipes if r not in GAN_RECIPES):
+                classifiers_train.main(["--model", recipe, "--labels", count, "--seed", str(seed)] + common
+                                       + list(detector_args))
+        if any(r in GAN_RECIPES for r in recipes):
+            gan_train.main(["--labels", count, "--seeds", str(len(seeds)), "--seed", str(seeds[0])] + common
+                           + list(gan_args))
+
+
+def judge(exp_dir, manifest, recipes, labels, seeds):
+    """{recipe: {labels: {seed: test AUC}}} of the curve's runs, each judged at its own input size."""
+    from classifiers.layers import load_model_safely
+    from classifiers.metrics import roc_auc
+    from classifiers.predict import probabilities
+    from data.pipeline import load_split
+    from data.runs import read_run
+
+    tests, out = {}, {}
+    for recipe in recipes:
+        for count in labels:
+            for seed in seeds:
+                folder = os.path.join(exp_dir, f"{recipe}-labels{count}.seed{seed}")
+                info = read_run(folder)
+                key = (int(info["image_size"]), info.get("resize_mode", "resize"))
+                if key not in tests:
+                    tests[key] = load_split(manifest, "test", *key)[:2]
+                x, y = tests[key]
+                auc = roc_auc(y, probabilities(load_model_safely(os.path.join(folder, "model.keras")), x))
+                out.setdefault(recipe, {}).setdefault(count, {})[seed] = auc
+    return out
+
+
+def summarise(aucs, baseline_recipe="dcgan-scratch", pretrained_recipe="dcgan-discriminator"):
+    """Per recipe and label count: mean and sd over seeds; per label count, the paired difference of the
+    fine-tuned discriminator and its scratch control (Student's t over seeds) and its verdict in words."""
+    from compare.seeds import mean_sd, t975
+
+    rows = []
+    for recipe, points in aucs.items():
+        for count, by_seed in points.items():
+            mean, sd = mean_sd(list(by_seed.values()))
+            rows.append({"recipe": recipe, "labels": count, "seeds": sorted(by_seed), "mean": mean, "sd": sd})
+    verdicts = []
+    if pretrained_recipe in aucs and baseline_recipe in aucs:
+        for count in aucs[pretrained_recipe]:
+            a, b = aucs[pretrained_recipe][count], aucs[baseline_recipe].get(count, {})
+            shared = sorted(set(a) & set(b))
+            if len(shared) < 2:
+                continue
+            mean, sd = mean_sd([a[s] - b[s] for s in shared])
+            half = t975(len(shared) - 1) * sd / np.sqrt(len(shared))
+            holds = mean - half > 0 or mean + half < 0
+            words = (f"with {count} labels, GAN pretraining {'helps' if mean > 0 else 'hurts'}: "
+                     f"{mean:+.3f} AUC (95% interval {mean - half:+.3f} to {mean + half:+.3f}, {len(shared)} seeds)"
+                     if holds else f"with {count} labels, no difference that holds across {len(shared)} seeds: "
+                     f"{mean:+.3f} AUC (95% interval {mean - half:+.3f} to {mean + half:+.3f})")
+            verdicts.append({"labels": count, "mean": mean, "sd": sd, "ci95": [mean - half, mean + half],
+                             "seeds": shared, "verdict": words})
+    return {"rows": rows, "verdicts": verdicts}
+
+
+def load(exp_dir):
+    """The experiment's curve as the bench wrote it, or None."""
+    import json
+
+    try:
+        with open(os.path.join(exp_dir, "bench", FILE)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def markdown(curve):
+    if not curve or not curve.get("rows"):
+        return []
+    lines = ["", "## Learning curve (labelled training images)", "",
+             "Test AUC (mean +- sd over seeds) of each recipe trained on part of the labelled training split "
+             "(`python -m compare.bench --learning-curve`); validation and test untouched.", "",
+             "| recipe | labels | seeds | test AUC |", "|---|---|---|---|"]
+    lines += [f"| {r['recipe']} | {r['labels']} | {len(r['seeds'])} | {r['mean']:.3f} +- {r['sd']:.3f} |"
+              for r in curve["rows"]]
+    return lines + ([""] + [f"- {v['verdict']}" for v in curve["verdicts"]] if curve["verdicts"] else [])
+
+
+def label_axis(count, train_images):
+    return train_images if count == "all" else (float(count) * train_images if "." in count else int(count))
+
+
+def plot(curve, train_images, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from data.runs import write_atomic
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for recipe in dict.fromkeys(r["recipe"] for r in curve["rows"]):
+        pts = sorted((label_axis(r["labels"], train_images), r["mean"], r["sd"]) for r in curve["rows"]
+                     if r["recipe"] == recipe)
+        ax.errorbar(*zip(*pts), marker="o", capsize=3, label=recipe)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training images")
+    ax.set_ylabel("test AUC (mean +- sd over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def write_tensorboard(curve, train_images, logdir):
+    from data.runtime import import_tensorflow
+
+    tf = import_tensorflow()
+    for recipe in dict.fromkeys(r["recipe"] for r in curve["rows"]):
+        with tf.summary.create_file_writer(os.path.join(logdir, recipe)).as_default():
+            for r in (r for r in curve["rows"] if r["recipe"] == recipe):
+                tf.summary.scalar("learning_curve/test_auc", r["mean"], step=int(label_axis(r["labels"], train_images)))

@@ -1,0 +1,45 @@
+"""compare.bench --learning-curve: every point through the training commands, kept when finished."""
+import json
+import os
+
+from compare import bench
+from data.runtime import run_main
+
+DETECTOR = "--image-size 16 --epochs 1 --batch-size 8"
+GAN = ("--image-size 16 --gan-batch-size 8 --batch-size 8 --head-epochs 1 --finetune-epochs 1 --gan-steps 2 "
+       "--sample-every 2")
+
+
+def test_the_curve_trains_each_point_once_and_reports_it(tiny_faces, tmp_path, capsys):
+    from compare import report
+
+    runs = str(tmp_path / "runs")
+    argv = ["--learning-curve", "--labels", "6", "all", "--recipes", "baseline", "dcgan-discriminator",
+            "dcgan-scratch", "--seeds", "2", "--data-dir", tiny_faces, "--runs-dir", runs, "--precision", "float32",
+            "--detector-args", DETECTOR, "--gan-args", GAN]
+    assert bench.main(argv) == 0
+    exp = os.path.join(runs, "default")
+    curve = json.load(open(os.path.join(exp, "bench", "learning_curve.json")))
+    points = {(r["recipe"], r["labels"]): r for r in curve["rows"]}
+    assert set(points) == {(r, n) for r in ("baseline", "dcgan-discriminator", "dcgan-scratch") for n in ("6", "all")}
+    assert all(r["seeds"] == [1337, 1338] and 0 <= r["mean"] <= 1 for r in curve["rows"])
+    assert [v["labels"] for v in curve["verdicts"]] == ["6", "all"]
+    assert "GAN pretraining" in curve["verdicts"][0]["verdict"] or "no difference" in curve["verdicts"][0]["verdict"]
+    for name in ("baseline-labels6.seed1338", "dcgan-scratch-labelsall.seed1337", "dcgan-discriminator-labels6.seed1337"):
+        assert os.path.exists(os.path.join(exp, name, "model.keras"))
+    assert os.path.exists(os.path.join(exp, "bench", "learning_curve.png"))
+
+    capsys.readouterr()
+    assert bench.main(argv) == 0  # a second run trains nothing
+    out = capsys.readouterr().out
+    assert "validation AUC" not in out and out.count("already trained with this configuration") >= 4 + 12
+
+    assert report.main(["--runs-dir", runs, "--no-timing", "--no-saliency"]) == 0
+    assert "## Learning curve" in open(os.path.join(exp, "report", "report.md")).read()
+
+
+def test_a_recipe_the_curve_does_not_know_is_named(tmp_path, capsys):
+    assert run_main(lambda: bench.main(["--learning-curve", "--recipes", "baseline", "vit", "--runs-dir",
+                                        str(tmp_path)])) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown vit" in err[0]
