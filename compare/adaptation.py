@@ -55,13 +55,14 @@ def markdown(rows):
     lines = ["", "## Adapted to new families (few labelled images)", "",
              "Each source detector fine-tuned on K labelled images per class of a new family "
              "(`python -m classifiers.adapt`), judged on that family's own test split and on this experiment's "
-             "test split (what it kept). K = 0 is the source as it was. Mean +- sd over seeds.", "",
+             "test split (what it kept). The `before` row is the source as it was. Mean +- sd over seeds.", "",
              "| family | source | K per class | seeds | new family AUC | original test AUC | change on original |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['family']} | {r['source']} | {r['shots'] or 'before'} | {r['seeds']} | "
-                     f"{r['family_auc']:.3f} +- {r['family_sd']:.3f} | {r['source_auc']:.3f} +- {r['source_sd']:.3f} | "
-                     f"{r['source_change']:+.3f} |")
+        spread = (lambda key: "" if not r["shots"] else f" +- {r[key]:.3f}")
+        lines.append(f"| {r['family']} | {r['source']} | {r['shots'] or 'before'} | {r['seeds'] if r['shots'] else '-'} | "
+                     f"{r['family_auc']:.3f}{spread('family_sd')} | {r['source_auc']:.3f}{spread('source_sd')} | "
+                     + (f"{r['source_change']:+.3f} |" if r["shots"] else "- |"))
     return lines
 
 
@@ -91,9 +92,13 @@ def plot(rows, path):
             for ax, key in zip(axrow, ("family", "source")):
                 ax.errorbar(ks, [r[f"{key}_auc"] for r in pts], yerr=[r[f"{key}_sd"] for r in pts], marker="o",
                             capsize=3, label=source)
+        ks = sorted({r["shots"] for r in rows if r["family"] == family})
         for ax, title in zip(axrow, (f"{family}: its test split", f"original test split (adapted to {family})")):
             ax.set_xscale("log")
-            ax.set_xlabel("labelled images per class (leftmost point: before)")
+            ax.set_xticks([k or 0.7 for k in ks], ["before" if not k else str(k) for k in ks])
+            ax.minorticks_off()
+            ax.set_ylim(0.3, 1.0)  # one scale for both panels: what is gained and what is lost compare by eye
+            ax.set_xlabel("labelled images per class of the new family")
             ax.set_ylabel("AUC")
             ax.set_title(title)
             ax.axhline(0.5, color="grey", lw=0.8, ls=":")
