@@ -14,18 +14,18 @@ def test_the_curve_trains_each_point_once_and_reports_it(tiny_faces, tmp_path, c
     from compare import report
 
     runs = str(tmp_path / "runs")
-    argv = ["--learning-curve", "--labels", "6", "all", "--recipes", "baseline", "dcgan-discriminator",
+    argv = ["--learning-curve", "--labels", "6", "10", "--recipes", "baseline", "dcgan-discriminator",
             "dcgan-scratch", "--seeds", "2", "--data-dir", tiny_faces, "--runs-dir", runs, "--precision", "float32",
             "--detector-args", DETECTOR, "--gan-args", GAN]
     assert bench.main(argv) == 0
     exp = os.path.join(runs, "default")
     curve = json.load(open(os.path.join(exp, "bench", "learning_curve.json")))
     points = {(r["recipe"], r["labels"]): r for r in curve["rows"]}
-    assert set(points) == {(r, n) for r in ("baseline", "dcgan-discriminator", "dcgan-scratch") for n in ("6", "all")}
+    assert set(points) == {(r, n) for r in ("baseline", "dcgan-discriminator", "dcgan-scratch") for n in ("6", "10")}
     assert all(r["seeds"] == [1337, 1338] and 0 <= r["mean"] <= 1 for r in curve["rows"])
-    assert [v["labels"] for v in curve["verdicts"]] == ["6", "all"]
+    assert [v["labels"] for v in curve["verdicts"]] == ["6", "10"]
     assert "GAN pretraining" in curve["verdicts"][0]["verdict"] or "no difference" in curve["verdicts"][0]["verdict"]
-    for name in ("baseline-labels6.seed1338", "dcgan-scratch-labelsall.seed1337", "dcgan-discriminator-labels6.seed1337"):
+    for name in ("baseline-labels6.seed1338", "dcgan-scratch-labels10.seed1337", "dcgan-discriminator-labels6.seed1337"):
         assert os.path.exists(os.path.join(exp, name, "model.keras"))
     assert os.path.exists(os.path.join(exp, "bench", "learning_curve.png"))
 
