@@ -207,10 +207,12 @@ def evaluate_all(detectors, sets, args, members=()):
 ENSEMBLE = "ensemble"
 
 
-def ensemble_members(spec, names):
-    """The models the ensemble averages: --ensemble a,b,c, or all of them when there are two or more."""
+def ensemble_members(spec, names, default=None):
+    """The models the ensemble averages: --ensemble a,b,c, or all of `default` (every model) when there are
+    two or more."""
     if spec is None:
-        return names if len(names) >= 2 else []
+        default = names if default is None else default
+        return default if len(default) >= 2 else []
     members = [m.strip() for m in spec.split(",") if m.strip()]
     unknown = [m for m in members if m not in names]
     if unknown or len(members) < 2:
@@ -486,7 +488,9 @@ def main(argv=None):
         print(f"skipping {name}: {reason}", file=sys.stderr)
     if not detectors:
         raise UserError(f"no finished detector runs to compare in {exp}")
-    members = ensemble_members(args.ensemble, [d[0] for d in detectors])  # a misspelt one fails before any work
+    # by default every detector trained on labelled fakes: a label-free score near or below chance only dilutes it
+    members = ensemble_members(args.ensemble, [d[0] for d in detectors],  # a misspelt one fails before any work
+                               [d[0] for d in detectors if d[2].get("labelled_fakes_seen") != 0])
     print(f"comparing {len(detectors)} model(s) on the test split of {exp}")
     sets = ImageSets(manifest, test_dirs)
     models, raw = evaluate_all(detectors, sets, args, members)

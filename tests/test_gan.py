@@ -49,6 +49,8 @@ def test_a_step_budget_then_detectors_over_seeds_and_their_report(tiny_faces, tm
     assert report.main(["--runs-dir", runs, "--no-timing"]) == 0
     metrics = json.load(open(os.path.join(runs, "default", "report", "metrics.json")))
     groups, pairs = metrics["seed_groups"], metrics["seed_pairs"]
+    members = metrics["models"]["ensemble"]["hyperparameters"]["members"].split(",")
+    assert set(members) == set(detectors)  # the label-free scores are judged, not averaged in
     assert set(groups) == set(gan_cli.VARIANTS) and all(g["seeds"] == [5, 6] for g in groups.values())
     auc = {n: m["test"]["roc_auc"] for n, m in metrics["models"].items()}
     d = [auc[f"dcgan-discriminator.seed{s}"] - auc[f"dcgan-scratch.seed{s}"] for s in (5, 6)]
