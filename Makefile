@@ -8,8 +8,9 @@ RUNS ?= runs
 EXPERIMENT ?= demo
 # The demo's search (Hyperband, at most 3 trials of up to 2 epochs) and GAN (600 steps, its detectors over 2
 # seeds) are smaller than --preset quick's (15 minutes / 30 trials of up to 12 epochs; 10,000 GAN steps or
-# 15 minutes, 3 seeds) so that the whole job, install included, stays under 10 minutes on 2 cores; run the
-# commands yourself for the full quick preset. Two external synthetic sets (another generator's fingerprint,
+# 15 minutes, 3 seeds) so that the whole job, install included, takes minutes on 2 cores (11 on an EPYC whose
+# quick GAN ran at 6 steps/s, about half that where it runs at 11); run the commands yourself for the full
+# quick preset. Two external synthetic sets (another generator's fingerprint,
 # and the other family's artefact: over-sharpened fakes) show the cross-generator table; the second is also
 # the new family a detector is adapted to.
 DEMO_SEARCH ?= --max-trials 3 --search-epochs 2
