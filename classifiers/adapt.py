@@ -31,7 +31,7 @@ from data.split import balanced_subset
 # the adaptation recipe: every setting of it, recorded in each adapted run's run.json
 ADAPT = {
     "tune": "all",  # what of the learning copy trains: all, top (the last quarter of its layers) or head
-    "learning_rate": 1e-4,  # Adam; the source's weights are a good start, a larger step throws them away
+    "learning_rate": 1e-4,  # Adam, small: the learning copy starts from the source's weights (not tuned further)
     "epochs": 10,
     "replay_per_class": 128,  # source training images per class mixed in, as many as the repeated shots
     "augment": ["flip"],
