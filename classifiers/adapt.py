@@ -221,7 +221,6 @@ def adapt_one(cfg, source_dir, info, tests, family_manifest, data, before):
 
 def adapt_source(args, source_dir, family):
     """Every (shots, seed) of one source run: kept where finished, trained where missing; {name: run.json}."""
-    from data.pipeline import load_split
     from data.runs import experiment_dir, finished_run
 
     info, source_manifest = source_run(source_dir)
@@ -233,10 +232,7 @@ def adapt_source(args, source_dir, family):
                        retrain=args.retrain, source_created=info["created"])
     manifest = family_split(base.data_dir, base.runs_dir, family, source_manifest, args.strict)
     balanced_subset(manifest, "train", max(args.shots), args.seed, base.data_dir)  # enough for every K? before work
-    size, mode = base.image_size, base.resize_mode
-    tests = {"family": load_split(manifest, "test", size, mode)[:2],
-             "source": load_split(source_manifest, "test", size, mode)[:2]}
-    data, before, out = None, None, {}
+    data, out = None, {}
     for shots in sorted(args.shots):
         for seed in range(args.seed, args.seed + args.seeds):
             cfg = dataclasses.replace(base, shots=shots, seed=seed)
@@ -244,16 +240,16 @@ def adapt_source(args, source_dir, family):
             kept = finished_run(folder, cfg.record(), manifest, cfg.retrain)
             if kept is None:
                 if data is None:  # decoded once, and only when something is to be trained
-                    data, before = shared_data(source_dir, source_manifest, manifest, base, tests)
-                kept = adapt_one(cfg, source_dir, info, tests, manifest, dict(data, replay=data["replay"][seed]),
-                                 before)
+                    data = shared_data(source_dir, source_manifest, manifest, base)
+                kept = adapt_one(cfg, source_dir, info, data["tests"], manifest,
+                                 dict(data, replay=data["replay"][seed]), data["before"])
             out[os.path.basename(folder)] = kept
     return out
 
 
-def shared_data(source_dir, source_manifest, manifest, cfg, tests):
-    """What every adapted run of one source shares: the replay per seed, the joint validation set, and the
-    source's own AUCs before adaptation."""
+def shared_data(source_dir, source_manifest, manifest, cfg):
+    """What every adapted run of one source shares: the replay per seed, the joint validation set, both test
+    splits, and the source's own AUCs on them before adaptation."""
     from classifiers.layers import load_model_safely
     from data.pipeline import load_split
 
@@ -268,8 +264,10 @@ def shared_data(source_dir, source_manifest, manifest, cfg, tests):
 
     vals = [load_split(m, "val", size, mode)[:2] for m in (manifest, source_manifest)]
     val = (np.concatenate([v[0] for v in vals]), np.concatenate([v[1] for v in vals]))
+    tests = {"family": load_split(manifest, "test", size, mode)[:2],
+             "source": load_split(source_manifest, "test", size, mode)[:2]}
     before = judged(load_model_safely(os.path.join(source_dir, "model.keras")), tests)
-    return {"replay": Replay(), "val": val}, before
+    return {"replay": Replay(), "val": val, "tests": tests, "before": before}
 
 
 def curve_table(results):
