@@ -14,7 +14,11 @@ EXPERIMENT ?= demo
 # and the other family's artefact: over-sharpened fakes) show the cross-generator table; the second is also
 # the new family a detector is adapted to.
 DEMO_SEARCH ?= --max-trials 3 --search-epochs 2
-DEMO_GAN ?= --gan-steps 600 --sample-every 200 --seeds 2
+DEMO_GAN_BUDGET ?= --gan-steps 600 --sample-every 200
+DEMO_GAN ?= $(DEMO_GAN_BUDGET) --seeds 2
+# A small learning curve: two label counts, the baseline and the GAN's discriminator against its scratch
+# control, two seeds, all sharing the GAN above (the full curve: README, "Few labels and the strongest network").
+DEMO_CURVE ?= --labels 50 all --recipes baseline dcgan-discriminator dcgan-scratch --seeds 2
 # The baseline adapted to the over-sharpened family from 5 and then 25 labelled faces per class, one seed: a
 # short adaptation curve (run classifiers.adapt with more --shots and --seeds for a real one).
 DEMO_ADAPT ?= --shots 5 25 --seeds 1
@@ -35,6 +39,8 @@ demo: venv
 	$(PY) -m classifiers.train --model resnet --runs-dir $(RUNS) --experiment $(EXPERIMENT)
 	$(PY) -m classifiers.train --model hpsearch $(DEMO_SEARCH) --runs-dir $(RUNS) --experiment $(EXPERIMENT)
 	$(PY) -m gan.train $(DEMO_GAN) --runs-dir $(RUNS) --experiment $(EXPERIMENT)
+	$(PY) -m compare.bench --learning-curve $(DEMO_CURVE) --gan-args "$(DEMO_GAN_BUDGET)" --runs-dir $(RUNS) \
+		--experiment $(EXPERIMENT)
 	$(PY) -m data.synthetic $(DEMO_EXTERNAL)/other-fingerprint --family other-upsampler --images-per-class 120 --seed 1
 	$(PY) -m data.synthetic $(DEMO_EXTERNAL)/sharpened --family sharpened --images-per-class 240 --seed 2
 	$(PY) -m classifiers.adapt --run $(RUNS)/$(EXPERIMENT)/baseline --data-dir $(DEMO_EXTERNAL)/sharpened $(DEMO_ADAPT)

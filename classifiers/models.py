@@ -91,10 +91,19 @@ def build_resnet(image_size, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), dro
     still sees the finer detail.
 
     Uncompiled: the recipe (optimizer, schedule, loss) is the trainer's business."""
-    if head not in HEADS:
-        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(inputs)
+    x = resnet_features(x, widths, blocks, stem_stride, head)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="p_fake")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def resnet_features(x, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), stem_stride=1, head="gap", head_name=None):
+    """The ResNet's layers from an image in [-1, 1] to its pooled (or flattened) features: what build_resnet
+    puts between its rescaling and its head, and what a GAN's ResNet discriminator is made of."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     x = layers.Conv2D(widths[0], 3, strides=stem_stride, padding="same", use_bias=False, name="stem_conv")(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
@@ -103,10 +112,9 @@ def build_resnet(image_size, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), dro
             stride = 2 if stage > 0 and i == 0 else 1
             x = residual_block(x, width, stride, name=f"stage{stage + 1}_block{i + 1}")
     # flatten keeps where in the face a feature is; global pooling forgets it
-    x = layers.GlobalAveragePooling2D(name="gap")(x) if head == "gap" else layers.Flatten(name="flatten")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="p_fake")(x)
-    return keras.Model(inputs, outputs, name=name)
+    if head == "gap":
+        return layers.GlobalAveragePooling2D(name=head_name or "gap")(x)
+    return layers.Flatten(name=head_name or "flatten")(x)
 
 
 def compile_recipe(model, learning_rate, decay_steps, warmup_steps=0, weight_decay=0.05, label_smoothing=0.1):

@@ -229,8 +229,9 @@ def main(argv=None):
     p.add_argument("--experiment", default="default", help="with --recipes: whose split to train and test on")
     p.add_argument("--epochs", type=positive_int, help="with --recipes: override every recipe's epochs")
     p.add_argument("--learning-curve", action="store_true",
-                   help="test AUC against labelled training images for --recipes (registered detectors and "
-                        "dcgan-discriminator, dcgan-linear-probe, dcgan-scratch) at each --labels, over --seeds")
+                   help="test AUC against labelled training images for --recipes (registered detectors and the "
+                        "GAN variants dcgan-discriminator, dcgan-linear-probe, dcgan-scratch, "
+                        "dcgan-resnet-discriminator, dcgan-resnet-scratch) at each --labels, over --seeds")
     p.add_argument("--labels", type=label_count, nargs="+", default=["50", "100", "250", "500", "all"],
                    help="with --learning-curve: labelled training images per point (a count, a fraction, all)")
     p.add_argument("--seeds", type=positive_int, default=3, help="with --learning-curve: seeds per point")

@@ -4,7 +4,9 @@ dcgan-scratch --seeds 3`.
 
 Every point is an ordinary run folder trained by the kit's own commands, `RECIPE-labelsN.seedS`:
 `classifiers.train --labels N` for a registered detector, `gan.train --labels N` for the GAN's stage-2
-variants (the GAN itself trained once, on every training face it may use, and shared by every point).
+variants (the GAN itself trained once, on every training face it may use, and shared by every point;
+`dcgan-resnet-*` are those of `gan.train --discriminator resnet`, the resnet recipe's network as the
+discriminator).
 A finished run is kept, so the same command again trains nothing and an interrupted one trains only what
 is missing. Each run is judged on the experiment's test split; the curve goes to runs/<experiment>/bench/
 (learning_curve.json, learning_curve.png, TensorBoard) and its table into compare.report.
@@ -15,14 +17,19 @@ import numpy as np
 
 from data.runtime import UserError
 
-GAN_RECIPES = ("dcgan-discriminator", "dcgan-linear-probe", "dcgan-scratch")
+# the stage-2 variants of each discriminator gan.train can train, and the flags that make them
+GAN_RECIPES = {"dcgan-discriminator": (), "dcgan-linear-probe": (), "dcgan-scratch": (),
+               "dcgan-resnet-discriminator": ("--discriminator", "resnet"),
+               "dcgan-resnet-scratch": ("--discriminator", "resnet")}
+# (pretrained, its control from random weights): the pairs whose difference the curve judges, seed by seed
+PAIRS = (("dcgan-discriminator", "dcgan-scratch"), ("dcgan-resnet-discriminator", "dcgan-resnet-scratch"))
 FILE = "learning_curve.json"
 
 
 def check_recipes(recipes):
     from classifiers.registry import DETECTORS
 
-    known = tuple(DETECTORS) + GAN_RECIPES
+    known = tuple(DETECTORS) + tuple(GAN_RECIPES)
     unknown = [r for r in recipes if r not in known]
     if unknown:
         raise UserError(f"--recipes: unknown {', '.join(unknown)}; the curve knows {', '.join(known)}")
@@ -38,9 +45,9 @@ def train_missing(recipes, labels, seeds, common, detector_args=(), gan_args=())
             for recipe in (r for r in recipes if r not in GAN_RECIPES):
                 classifiers_train.main(["--model", recipe, "--labels", count, "--seed", str(seed)] + common
                                        + list(detector_args))
-        if any(r in GAN_RECIPES for r in recipes):
+        for flags in dict.fromkeys(GAN_RECIPES[r] for r in recipes if r in GAN_RECIPES):
             gan_train.main(["--labels", count, "--seeds", str(len(seeds)), "--seed", str(seeds[0])] + common
-                           + list(gan_args))
+                           + list(flags) + list(gan_args))
 
 
 def judge(exp_dir, manifest, recipes, labels, seeds):
@@ -66,9 +73,9 @@ def judge(exp_dir, manifest, recipes, labels, seeds):
     return out
 
 
-def summarise(aucs, baseline_recipe="dcgan-scratch", pretrained_recipe="dcgan-discriminator"):
-    """Per recipe and label count: mean and sd over seeds; per label count, the paired difference of the
-    fine-tuned discriminator and its scratch control (Student's t over seeds) and its verdict in words."""
+def summarise(aucs, pairs=PAIRS):
+    """Per recipe and label count: mean and sd over seeds; per label count and pair, the paired difference of
+    a fine-tuned discriminator and its scratch control (Student's t over seeds) and its verdict in words."""
     from compare.seeds import mean_sd, t975
 
     rows = []
@@ -76,23 +83,28 @@ def summarise(aucs, baseline_recipe="dcgan-scratch", pretrained_recipe="dcgan-di
         for count, by_seed in points.items():
             mean, sd = mean_sd(list(by_seed.values()))
             rows.append({"recipe": recipe, "labels": count, "seeds": sorted(by_seed), "mean": mean, "sd": sd})
-    verdicts = []
-    if pretrained_recipe in aucs and baseline_recipe in aucs:
-        for count in aucs[pretrained_recipe]:
-            a, b = aucs[pretrained_recipe][count], aucs[baseline_recipe].get(count, {})
-            shared = sorted(set(a) & set(b))
-            if len(shared) < 2:
-                continue
-            mean, sd = mean_sd([a[s] - b[s] for s in shared])
-            half = t975(len(shared) - 1) * sd / np.sqrt(len(shared))
-            holds = mean - half > 0 or mean + half < 0
-            words = (f"with {count} labels, GAN pretraining {'helps' if mean > 0 else 'hurts'}: "
-                     f"{mean:+.3f} AUC (95% interval {mean - half:+.3f} to {mean + half:+.3f}, {len(shared)} seeds)"
-                     if holds else f"with {count} labels, no difference that holds across {len(shared)} seeds: "
-                     f"{mean:+.3f} AUC (95% interval {mean - half:+.3f} to {mean + half:+.3f})")
-            verdicts.append({"labels": count, "mean": mean, "sd": sd, "ci95": [mean - half, mean + half],
-                             "seeds": shared, "verdict": words})
+    verdicts = [verdict for pretrained, control in pairs if pretrained in aucs and control in aucs
+                for count in aucs[pretrained] for verdict in paired(aucs, pretrained, control, count)]
     return {"rows": rows, "verdicts": verdicts}
+
+
+def paired(aucs, pretrained, control, count):
+    """[the verdict of `pretrained` minus `control` with `count` labels], or [] with fewer than two shared seeds."""
+    from compare.seeds import mean_sd, t975
+
+    a, b = aucs[pretrained][count], aucs[control].get(count, {})
+    shared = sorted(set(a) & set(b))
+    if len(shared) < 2:
+        return []
+    mean, sd = mean_sd([a[s] - b[s] for s in shared])
+    half = t975(len(shared) - 1) * sd / np.sqrt(len(shared))
+    holds = mean - half > 0 or mean + half < 0
+    interval = f"{mean:+.3f} AUC (95% interval {mean - half:+.3f} to {mean + half:+.3f}, {len(shared)} seeds)"
+    words = (f"with {count} labels, {pretrained} {'beats' if mean > 0 else 'loses to'} {control}: {interval}"
+             if holds else f"with {count} labels, {pretrained} vs {control}: no difference that holds across "
+                           f"seeds, {interval}")
+    return [{"labels": count, "pretrained": pretrained, "control": control, "mean": mean, "sd": sd,
+             "ci95": [mean - half, mean + half], "seeds": shared, "verdict": words}]
 
 
 def load(exp_dir):

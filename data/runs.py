@@ -160,13 +160,14 @@ def read_run(folder):
     return info
 
 
-def run_differences(info, cfg, manifest, ignore=(), gan_created=None):
-    """What differs between a finished run and the configuration about to train it: ['epochs 8 -> 10', ...]."""
+def run_differences(info, cfg, manifest, ignore=(), gan_created=None, implicit=None):
+    """What differs between a finished run and the configuration about to train it: ['epochs 8 -> 10', ...].
+    implicit: settings added after runs were written, with the value a run.json that lacks them was made with."""
     def comparable(config):
         config = {k: v for k, v in (config or {}).items() if k not in ignore}
         return json.loads(json.dumps(config, sort_keys=True, default=str))
 
-    old, new = comparable(info.get("config")), comparable(cfg)
+    old, new = comparable(dict(implicit or {}, **(info.get("config") or {}))), comparable(cfg)
     out = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if info.get("split_fingerprint") != manifest["fingerprint"]:
         out.append("another split")
@@ -176,7 +177,7 @@ def run_differences(info, cfg, manifest, ignore=(), gan_created=None):
 
 
 def finished_run(folder, cfg, manifest, retrain=False, ignore=("runs_dir", "strict"), gan_created=None,
-                 allowed=()):
+                 allowed=(), implicit=None):
     """What to do with a finished run of the model about to be trained: the one policy of every command.
 
     Returns its run.json when this very configuration made it on this split (kept, and said in one line),
@@ -190,7 +191,7 @@ def finished_run(folder, cfg, manifest, retrain=False, ignore=("runs_dir", "stri
     if retrain:
         print(f"{os.path.basename(folder)}: --retrain: the finished run in {folder} is replaced when this one finishes")
         return None
-    differences = run_differences(info, cfg, manifest, ignore, gan_created)
+    differences = run_differences(info, cfg, manifest, ignore, gan_created, implicit)
     if not differences:
         print(f"{os.path.basename(folder)}: already trained with this configuration ({folder}); kept "
               "(--retrain trains it again)")

@@ -33,6 +33,12 @@ PRESETS = {
 }
 
 
+# R1 penalty weight per discriminator (--r1-gamma): the deeper ResNet discriminator needs it to stay stable
+# on a thousand faces; StyleGAN2-ADA's rule of thumb for 64 px and batch 32 gives 0.03, the kit's smaller
+# data (and BatchNorm, which couples the faces of a batch) ask for more
+R1_GAMMA = {"dcgan": 0.0, "resnet": 0.1}
+
+
 def probe_features(value):
     if value in ("last", "pooled") or (value.startswith("block") and value[5:].isdigit()):
         return value
@@ -52,6 +58,8 @@ class GanConfig(CommandConfig):
     spectral_norm: bool
     label_smoothing: float
     instance_noise: float
+    discriminator: str = "dcgan"  # gan.models.DISCRIMINATORS: Radford et al.'s, or the resnet recipe's network
+    r1_gamma: float = 0.0  # R1 gradient penalty on real faces; R1_GAMMA[discriminator] unless given
     # stage 2, the detectors fine-tuned from its discriminator
     head_epochs: int
     finetune_epochs: int
@@ -65,6 +73,11 @@ class GanConfig(CommandConfig):
     latent_dim: int = 128  # gan.models.LATENT_DIM (resolve_config sets it from there)
     inception_weights: Optional[str] = None
     labels: Optional[str] = None  # stage 2 on part of the labelled training images (data.runtime.label_count)
+
+    @property
+    def gan_name(self):
+        """The GAN's run folder, and the prefix of every run made from it: dcgan-discriminator.seed1337 ..."""
+        return "dcgan" if self.discriminator == "dcgan" else f"dcgan-{self.discriminator}"
 
     @property
     def resize_mode(self):
@@ -91,6 +104,14 @@ def resolve_config(args):
     unknown = [op for op in policy if op not in OPERATIONS]
     if unknown:
         raise UserError(f"--diffaugment: unknown operation(s) {', '.join(unknown)}; choose from {', '.join(OPERATIONS)}")
+    values["discriminator"] = args.discriminator
+    if args.discriminator == "resnet" and args.finetune_epochs is None:  # stage 2 is the resnet recipe, its epochs too
+        from classifiers.registry import RESNET_EPOCHS
+
+        values["finetune_epochs"] = RESNET_EPOCHS[args.preset]
+    values["r1_gamma"] = R1_GAMMA[args.discriminator] if args.r1_gamma is None else args.r1_gamma
+    if values["r1_gamma"] < 0:
+        raise UserError("--r1-gamma must be at least 0")
     if not 0 <= values["ema_decay"] < 1 or values["gan_minutes"] < 0:
         raise UserError("--ema-decay must be in [0, 1) and --gan-minutes at least 0")
     values["sample_every"] = min(values["sample_every"], values["gan_steps"])

@@ -15,8 +15,8 @@ judge them like any other:
 """
 import numpy as np
 
-ZERO_SHOT = "dcgan-zero-shot"
-ONE_CLASS = "dcgan-one-class"
+LABEL_FREE_ROLES = ("-zero-shot", "-one-class")  # run names: the GAN's name and the role
+ZERO_SHOT, ONE_CLASS = (f"dcgan{role}" for role in LABEL_FREE_ROLES)  # the default GAN's
 ONE_CLASS_FEATURES = "pooled"  # gan.models.probe_trunk_of: every block, average-pooled
 # covariance shrinkage towards its mean variance: a few hundred faces do not pin down hundreds of dimensions
 SHRINKAGE = 0.1
@@ -72,7 +72,7 @@ def one_class_detector(discriminator, image_size, real_images, batch_size=64):
     return model
 
 
-def label_free_specs(gan_dir, gan_info, real_images):
+def label_free_specs(gan_dir, gan_info, real_images, gan_name="dcgan"):
     """RunSpecs of both detectors: no gradient step (epochs 0), a validation threshold like any run."""
     import os
 
@@ -87,10 +87,11 @@ def label_free_specs(gan_dir, gan_info, real_images):
         return load_model_safely(os.path.join(gan_dir, "discriminator.keras"))
 
     common = dict(compile=lambda model: model, epochs=0, extra=gan_note)
-    return [RunSpec(ZERO_SHOT, build=lambda: zero_shot_detector(discriminator(), size),
-                    hyperparameters={"score": "sigmoid(-discriminator logit)", "gan_run": "dcgan"}, **common),
-            RunSpec(ONE_CLASS, build=lambda: one_class_detector(discriminator(), size, real_images),
+    zero_shot, one_class = (gan_name + role for role in LABEL_FREE_ROLES)
+    return [RunSpec(zero_shot, build=lambda: zero_shot_detector(discriminator(), size),
+                    hyperparameters={"score": "sigmoid(-discriminator logit)", "gan_run": gan_name}, **common),
+            RunSpec(one_class, build=lambda: one_class_detector(discriminator(), size, real_images),
                     hyperparameters={"score": "Mahalanobis distance to the real training faces",
                                      "features": ONE_CLASS_FEATURES, "shrinkage": SHRINKAGE,
-                                     "fit_on": f"{len(real_images)} real training faces", "gan_run": "dcgan"},
+                                     "fit_on": f"{len(real_images)} real training faces", "gan_run": gan_name},
                     **common)]

@@ -69,8 +69,29 @@ def build_discriminator_trunk(image_size=64, filters=DISCRIMINATOR_FILTERS, spec
     return keras.Model(image, features, name="discriminator_trunk")
 
 
-def build_discriminator(image_size=64, filters=DISCRIMINATOR_FILTERS, spectral_norm=False):
-    trunk = build_discriminator_trunk(image_size, filters, spectral_norm)
+def build_resnet_discriminator_trunk(image_size=64):
+    """Image in [-1, 1] -> pooled features, through the network of the `resnet` detector recipe
+    (classifiers.registry.RESNET: widths, blocks, stem), so its adversarially trained weights can be fine-tuned
+    with that very recipe and compared with it from scratch. Its BatchNorm is the recipe's; each block's output
+    (stem_relu, stageN_block1_out) is a block a probe or the one-class detector can read."""
+    from classifiers.models import resnet_features
+    from classifiers.registry import RESNET
+
+    image = keras.Input((image_size, image_size, 3), name="image")
+    features = resnet_features(image, RESNET["widths"], RESNET["blocks"], RESNET["stem_stride"], RESNET["head"],
+                               head_name="features")
+    return keras.Model(image, features, name="discriminator_trunk")
+
+
+DISCRIMINATORS = ("dcgan", "resnet")  # gan.train --discriminator
+
+
+def build_discriminator(image_size=64, filters=DISCRIMINATOR_FILTERS, spectral_norm=False, kind="dcgan"):
+    """The trunk of `kind` ("dcgan": Radford et al.'s; "resnet": the resnet recipe's network) and one logit."""
+    if kind == "resnet":
+        trunk = build_resnet_discriminator_trunk(image_size)
+    else:
+        trunk = build_discriminator_trunk(image_size, filters, spectral_norm)
     logit = layers.Dense(1, dtype="float32", kernel_initializer=_init(), name="logit")(trunk.output)
     return keras.Model(trunk.input, logit, name="discriminator")
 
@@ -80,6 +101,9 @@ def trunk_of(discriminator):
     return keras.Model(discriminator.input, discriminator.get_layer("features").output, name="discriminator_trunk")
 
 
+BLOCK_SUFFIXES = ("_act", "_out")  # the last layer of a block: DCGAN's LeakyReLU, a residual block's ReLU
+
+
 def probe_trunk_of(discriminator, features):
     """What a linear probe reads of a discriminator: "last" (the trunk's flat output), "pooled" (every block's
     activations average-pooled and concatenated) or "blockN" (block N's activations, flattened: an
@@ -87,7 +111,7 @@ def probe_trunk_of(discriminator, features):
     (down1_act ...), which every discriminator trained since pooled probes existed has."""
     if features == "last":
         return trunk_of(discriminator)
-    acts = [layer.output for layer in discriminator.layers if layer.name.endswith("_act")]
+    acts = [layer.output for layer in discriminator.layers if layer.name.endswith(BLOCK_SUFFIXES)]
     if not acts:
         raise ValueError("this discriminator has no named blocks (trained before intermediate probes existed)")
     if features == "pooled":

@@ -16,6 +16,11 @@ Stage 2 (finetune)  the discriminator's trunk with a fresh sigmoid head on the r
                     Before them, two detectors that never saw a labelled fake (gan/label_free.py):
                     `dcgan-zero-shot` (the discriminator's own verdict) and `dcgan-one-class` (distance of
                     its features from the real training faces'), no gradient step, seconds each.
+
+--discriminator resnet  the same, with the network of the `resnet` detector recipe as the discriminator (R1
+                    penalty on, gan/dcgan.py), in its own folder `dcgan-resnet/`. Stage 2 then fine-tunes it
+                    with the resnet recipe itself -> `dcgan-resnet-discriminator`, beside
+                    `dcgan-resnet-scratch`: the resnet recipe from random weights, paired seed by seed.
 """
 import argparse
 import dataclasses
@@ -27,21 +32,26 @@ import time
 import numpy as np
 
 from data.runtime import UserError, add_common_args, label_count, positive_int, run_main, setup
-from gan.config import PRESETS, probe_features, resolve_config
-from gan.label_free import ONE_CLASS, ZERO_SHOT
+from gan.config import PRESETS, R1_GAMMA, probe_features, resolve_config
+from gan.models import DISCRIMINATORS
+from gan.label_free import LABEL_FREE_ROLES, ONE_CLASS, ZERO_SHOT
 
-LABEL_FREE = (ZERO_SHOT, ONE_CLASS)
+LABEL_FREE = (ZERO_SHOT, ONE_CLASS)  # the default GAN's; with --discriminator resnet: dcgan-resnet-zero-shot ...
 
 HEAD_LEARNING_RATE = 1e-3
 FINETUNE_LEARNING_RATE = 1e-4
 HEAD_DROPOUT = 0.2
 SAMPLE_GRID = 32  # fixed latent vectors drawn every round
 # settings that say how a command was run, not what a stage makes: a finished stage is kept across them
+# settings added after runs were written, with the value a run.json without them was made with
+SETTINGS_ADDED_LATER = {"discriminator": "dcgan", "r1_gamma": 0.0}
 NOT_STAGE_CONFIG = ("runs_dir", "stage", "retrain", "strict", "inception_weights",
                     "epochs", "strategy", "resize_mode")  # (the last three: in the records of older runs only)
 # settings the GAN itself never sees
 FINETUNE_ONLY = ("finetune_epochs", "head_epochs", "batch_size", "seeds", "probe_features", "labels")
-VARIANTS = ("dcgan-discriminator", "dcgan-linear-probe", "dcgan-scratch")
+# stage 2's detectors per discriminator, each named GAN-ROLE: dcgan-discriminator, dcgan-resnet-scratch ...
+ROLES = {"dcgan": ("discriminator", "linear-probe", "scratch"), "resnet": ("discriminator", "scratch")}
+VARIANTS = tuple(f"dcgan-{role}" for role in ROLES["dcgan"])
 SEED_SUFFIX = ".seed"  # dcgan-scratch.seed1338: compare.report groups the runs of one variant
 
 
@@ -67,6 +77,11 @@ def parse_args(argv=None):
     p.add_argument("--instance-noise", type=float, help="std of noise on D's inputs, e.g. 0.1")
     p.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction,
                    help="spectral normalisation in D instead of BatchNorm (preset decides by default)")
+    p.add_argument("--discriminator", choices=DISCRIMINATORS, default="dcgan",
+                   help="dcgan (Radford et al.'s, default) or resnet (the resnet detector recipe's network, trained "
+                        "with the R1 penalty, fine-tuned with the resnet recipe); its runs are named dcgan-resnet-*")
+    p.add_argument("--r1-gamma", type=float, help="R1 gradient penalty weight (default: 0 for dcgan, "
+                                                  f"{R1_GAMMA['resnet']:g} for resnet)")
     p.add_argument("--inception-weights", help="a local InceptionV3 no-top weights file for standard KID")
     p.add_argument("--finetune-epochs", type=positive_int)
     p.add_argument("--head-epochs", type=positive_int)
@@ -101,23 +116,24 @@ def kept_run(cfg, manifest, name, gan_created=None):
     from data.runs import experiment_dir, finished_run
 
     final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), name)
-    if name == "dcgan":
+    if name == cfg.gan_name:
         ignore = NOT_STAGE_CONFIG + FINETUNE_ONLY
-    elif name in LABEL_FREE:  # read off the GAN alone (its identity: gan_created below), no seed of their own
+    elif name.endswith(LABEL_FREE_ROLES):  # read off the GAN alone (its identity: gan_created below), no seed of their own
         ignore = tuple(k for k in cfg.record() if k not in ("image_size", "precision"))
     else:  # each seed's run stands alone; only the probe reads --probe-features
         ignore = NOT_STAGE_CONFIG + ("seeds",) + (() if name.startswith("dcgan-linear-probe") else ("probe_features",))
-    return finished_run(final, cfg.record(), manifest, cfg.retrain, ignore=ignore, gan_created=gan_created)
+    return finished_run(final, cfg.record(), manifest, cfg.retrain, ignore=ignore, gan_created=gan_created,
+                        implicit=SETTINGS_ADDED_LATER)
 
 
 def train_gan(cfg, data):
-    """Stage 1. Writes runs/<experiment>/dcgan/ unless this configuration's GAN is already there; its folder."""
+    """Stage 1. Writes runs/<experiment>/<cfg.gan_name>/ unless this configuration's GAN is there; its folder."""
     from data.runs import experiment_dir, run_lock
 
-    with run_lock(cfg.runs_dir, cfg.experiment, "dcgan"):
-        if kept_run(cfg, data.manifest, "dcgan") is None:
+    with run_lock(cfg.runs_dir, cfg.experiment, cfg.gan_name):
+        if kept_run(cfg, data.manifest, cfg.gan_name) is None:
             return _train_gan(cfg, data)
-        return os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), "dcgan")
+        return os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), cfg.gan_name)
 
 
 def make_gan(cfg):
@@ -125,9 +141,10 @@ def make_gan(cfg):
     from gan.models import build_discriminator, build_generator
 
     size, latent = cfg.image_size, cfg.latent_dim
-    gan = DCGAN(build_generator(size, latent), build_discriminator(size, spectral_norm=cfg.spectral_norm), latent,
-                label_smoothing=cfg.label_smoothing, instance_noise=cfg.instance_noise, seed=cfg.seed,
-                augment=cfg.augment_policy, ema_decay=cfg.ema_decay)
+    discriminator = build_discriminator(size, spectral_norm=cfg.spectral_norm, kind=cfg.discriminator)
+    gan = DCGAN(build_generator(size, latent), discriminator, latent, label_smoothing=cfg.label_smoothing,
+                instance_noise=cfg.instance_noise, seed=cfg.seed, augment=cfg.augment_policy,
+                ema_decay=cfg.ema_decay, r1_gamma=cfg.r1_gamma)
     gan.compile()
     return gan
 
@@ -179,13 +196,14 @@ class StepBudget:
                 logs["kid"] = kid  # recorded in the history and in TensorBoard beside the losses
                 elapsed = self.base + now - self.started
                 left = min((cfg.gan_steps - steps) / rate, budget - elapsed)
-                print(f"dcgan: step {steps:,}/{cfg.gan_steps:,} ({rate:.1f} steps/s), d_loss {logs['d_loss']:.3f}, "
-                      f"g_loss {logs['g_loss']:.3f}, KID {kid:.4f} (floor {outer.judge.floor['kit'][0]:.4f}), "
+                r1 = f", R1 {logs['r1']:.3f}" if "r1" in logs else ""
+                print(f"{cfg.gan_name}: step {steps:,}/{cfg.gan_steps:,} ({rate:.1f} steps/s), "
+                      f"d_loss {logs['d_loss']:.3f}, g_loss {logs['g_loss']:.3f}{r1}, KID {kid:.4f} (floor {outer.judge.floor['kit'][0]:.4f}), "
                       f"{max(left, 0) / 60:.1f} min left", flush=True)
                 if steps < cfg.gan_steps and elapsed + (now - self.round_start[0]) > budget:
                     outer.stopped_by = "minutes"
                     self.model.stop_training = True
-                    print(f"dcgan: stopping at step {steps:,}: another round would end past the "
+                    print(f"{cfg.gan_name}: stopping at step {steps:,}: another round would end past the "
                           f"{cfg.gan_minutes:g}-minute budget (--gan-minutes)")
 
         return _Budget()
@@ -202,20 +220,21 @@ def _train_gan(cfg, data):
 
     (x, y), val = data.train, data.val
     images = x if cfg.gan_data == "all" else x[y == 0]
-    work = partial_dir(cfg.runs_dir, cfg.experiment, "dcgan")
+    work = partial_dir(cfg.runs_dir, cfg.experiment, cfg.gan_name)
     os.makedirs(work, exist_ok=True)
     rounds = cfg.gan_steps // cfg.sample_every
-    print(f"dcgan: {cfg.gan_steps:,} steps ({rounds} rounds of {cfg.sample_every}"
+    print(f"{cfg.gan_name}: {cfg.gan_steps:,} steps ({rounds} rounds of {cfg.sample_every}"
           + (f", at most {cfg.gan_minutes:g} min" if cfg.gan_minutes else "") + f") on {len(images):,} "
           f"{'real ' if cfg.gan_data == 'real' else ''}training images at {cfg.image_size}px, "
-          f"DiffAugment {cfg.diffaugment}, generator average {cfg.ema_decay:g}")
+          f"DiffAugment {cfg.diffaugment}, generator average {cfg.ema_decay:g}, {cfg.discriminator} discriminator"
+          + (f", R1 {cfg.r1_gamma:g}" if cfg.r1_gamma else ""))
     gan = make_gan(cfg)
     judge = QualityJudge(cfg.runs_dir, cfg.experiment, x[y == 0], val[0][val[1] == 0], cfg.seed,
                          cfg.inception_weights)
     ceiling = step0_quality(work, gan, judge, cfg)
     progress = ProgressFile(os.path.join(work, "progress.json"))
     budget = StepBudget(cfg, progress, judge)
-    checkpoint = EpochCheckpoint(os.path.join(work, "backup"), "dcgan", rounds,
+    checkpoint = EpochCheckpoint(os.path.join(work, "backup"), cfg.gan_name, rounds,
                                  "both networks, the averaged generator and both optimizers", unit="round")
     z_fixed = np.random.default_rng(cfg.seed).normal(size=(SAMPLE_GRID, cfg.latent_dim)).astype("float32")
     callbacks = [budget.callback(), progress.callback(), checkpoint,
@@ -233,15 +252,15 @@ def finish_gan(cfg, manifest, gan, judge, ceiling, progress, checkpoint, stopped
     from data.runs import experiment_dir, finish_run, partial_dir, write_atomic, write_json_atomic
     from gan.quality import describe, sample
 
-    work = partial_dir(cfg.runs_dir, cfg.experiment, "dcgan")
-    final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), "dcgan")
+    work = partial_dir(cfg.runs_dir, cfg.experiment, cfg.gan_name)
+    final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), cfg.gan_name)
     ensure_room_for(work, gan, "the generators and discriminator")
     for name, net in (("generator", gan.ema_generator), ("generator_raw", gan.generator),
                       ("discriminator", gan.discriminator)):
         write_atomic(os.path.join(work, f"{name}.keras"), net.save)
     quality = judge.summary(sample(gan.ema_generator, cfg.latent_dim, seed=cfg.seed + 1), ceiling)
     write_json_atomic(os.path.join(work, "split.json"), manifest)
-    info = record_header("dcgan", "gan", cfg, manifest, train_images, progress.state["seconds"])
+    info = record_header(cfg.gan_name, "gan", cfg, manifest, train_images, progress.state["seconds"])
     info.update({
         "steps_completed": int(gan.g_optimizer.iterations.numpy()), "stopped_by": stopped_by,
         "epochs_completed": len(progress.state["epochs"]), "resumed_from_round": checkpoint.resumed_from or None,
@@ -255,14 +274,14 @@ def finish_gan(cfg, manifest, gan, judge, ceiling, progress, checkpoint, stopped
     finish_run(work, final, info)
     note = (f"; the baseline calls {quality['baseline_calls_fake']:.0%} of its faces fake"
             if "baseline_calls_fake" in quality else "")
-    print(f"dcgan: {info['steps_completed']:,} steps in {info['train_seconds'] / 60:.1f} min{note}; samples in "
+    print(f"{cfg.gan_name}: {info['steps_completed']:,} steps in {info['train_seconds'] / 60:.1f} min{note}; samples in "
           f"{final}/samples/")
     for line in describe(quality):
-        print(f"dcgan: {line}")
+        print(f"{cfg.gan_name}: {line}")
     return final
 
 
-def detector_from_trunk(trunk, image_size, name):
+def detector_from_trunk(trunk, image_size, name, dropout=HEAD_DROPOUT):
     """[0, 255] image -> the GAN's [-1, 1] scale -> trunk -> fresh sigmoid head."""
     import keras
     from keras import layers
@@ -270,26 +289,26 @@ def detector_from_trunk(trunk, image_size, name):
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = layers.Rescaling(1 / 127.5, offset=-1, name="to_gan_range")(inputs)
     x = trunk(x)
-    x = layers.Dropout(HEAD_DROPOUT, name="dropout")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="p_fake")(x)
     return keras.Model(inputs, outputs, name=name.replace("-", "_"))
 
 
 def stage2_runs(cfg):
-    """[(run name, variant, seed)]: every variant for every seed; with one seed the plain names."""
+    """[(run name, role, seed)]: every variant for every seed; with one seed the plain names."""
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    runs = [(f"{cfg.gan_name}-{role}", role, seed) for seed in seeds for role in ROLES[cfg.discriminator]]
     if cfg.labels is not None:  # one point of a curve over label counts: always named with its seed
-        return [(f"{variant}-labels{cfg.labels}{SEED_SUFFIX}{seed}", variant, seed)
-                for seed in seeds for variant in VARIANTS]
-    return [(variant if len(seeds) == 1 else f"{variant}{SEED_SUFFIX}{seed}", variant, seed)
-            for seed in seeds for variant in VARIANTS]
+        return [(f"{variant}-labels{cfg.labels}{SEED_SUFFIX}{seed}", role, seed) for variant, role, seed in runs]
+    return [(variant if len(seeds) == 1 else f"{variant}{SEED_SUFFIX}{seed}", role, seed)
+            for variant, role, seed in runs]
 
 
 def trained_gan(cfg, manifest):
     """(folder, run.json) of the experiment's finished GAN, checked against this split and image size."""
     from data.runs import BrokenRun, experiment_dir, read_run
 
-    gan_dir = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), "dcgan")
+    gan_dir = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), cfg.gan_name)
     try:
         gan_info = read_run(gan_dir)
     except BrokenRun as e:
@@ -303,21 +322,23 @@ def trained_gan(cfg, manifest):
 
 
 def fine_tune_discriminator(cfg, data):
-    """Stage 2: per seed, three detector runs that differ only in where the trunk starts and what is trained."""
+    """Stage 2: per seed, the detector runs that differ only in where the trunk starts and what is trained."""
     import keras
 
     from classifiers.runner import labelled_subset, train_run
 
     gan_dir, gan_info = trained_gan(cfg, data.manifest)
     results = label_free_detectors(cfg, data, gan_dir, gan_info)
-    for name, variant, seed in stage2_runs(cfg):
+    spec_of = resnet_variant_spec if cfg.discriminator == "resnet" else variant_spec
+    for name, role, seed in stage2_runs(cfg):
         run_cfg = dataclasses.replace(cfg, seed=seed)
         run_data = data if cfg.labels is None else labelled_subset(data, cfg.labels, seed, log=lambda line: None)
-        pretrained = variant != "dcgan-scratch"
+        pretrained = role != "scratch"
         kept = kept_run(run_cfg, data.manifest, name, gan_created=gan_info["created"] if pretrained else None)
         if kept is None:
             keras.utils.set_random_seed(seed)  # each seed's run starts alike, whatever ran before it
-            kept = train_run(variant_spec(run_cfg, name, variant, gan_dir, gan_info), run_cfg, run_data)[1]
+            spec = spec_of(run_cfg, name, role, gan_dir, gan_info, len(run_data.train[1]))
+            kept = train_run(spec, run_cfg, run_data)[1]
         results[name] = kept
     return results
 
@@ -329,26 +350,28 @@ def label_free_detectors(cfg, data, gan_dir, gan_info):
 
     results = {}
     x, y = data.train
-    for spec in label_free_specs(gan_dir, gan_info, x[y == 0]):
+    for spec in label_free_specs(gan_dir, gan_info, x[y == 0], cfg.gan_name):
         kept = kept_run(cfg, data.manifest, spec.name, gan_created=gan_info["created"])
         results[spec.name] = kept if kept is not None else train_run(spec, cfg, data)[1]
     return results
 
 
-def variant_trunk(variant, gan_dir, gan_info, probe_features):
+def variant_trunk(role, gan_dir, gan_info, probe_features):
     """The trunk a variant starts from: the GAN's discriminator (the probe may read every block), or random."""
     from classifiers.layers import load_model_safely
     from data.runs import BrokenRun
-    from gan.models import build_discriminator_trunk, probe_trunk_of, trunk_of
+    from gan.models import build_discriminator_trunk, build_resnet_discriminator_trunk, probe_trunk_of, trunk_of
 
     size = int(gan_info["image_size"])
-    if variant == "dcgan-scratch":
+    if role == "scratch":
+        if gan_info["config"].get("discriminator") == "resnet":
+            return build_resnet_discriminator_trunk(size)
         return build_discriminator_trunk(size, spectral_norm=gan_info["config"]["spectral_norm"])
     try:
         discriminator = load_model_safely(os.path.join(gan_dir, "discriminator.keras"))
     except BrokenRun as e:
         raise UserError(str(e))
-    if variant != "dcgan-linear-probe":
+    if role != "linear-probe":
         return trunk_of(discriminator)
     try:
         return probe_trunk_of(discriminator, probe_features)
@@ -356,34 +379,68 @@ def variant_trunk(variant, gan_dir, gan_info, probe_features):
         raise UserError(str(e))
 
 
-def variant_spec(cfg, name, variant, gan_dir, gan_info):
-    """One stage-2 run: a warm-up of the head alone on a pretrained trunk (of everything on a random one), then
-    the main phase: everything at a lower rate (the discriminator), or still the head alone (the probe)."""
-    from classifiers.models import compile_detector, inner_model
+def trunk_trainable(trainable):
+    from classifiers.models import inner_model
+
+    return lambda model: setattr(inner_model(model), "trainable", trainable)
+
+
+def variant_spec(cfg, name, role, gan_dir, gan_info, train_images):
+    """One stage-2 run of the DCGAN discriminator: a warm-up of the head alone on a pretrained trunk (of everything
+    on a random one), then the main phase: everything at a lower rate (the discriminator), or still the head
+    alone (the probe)."""
+    from classifiers.models import compile_detector
     from classifiers.runner import Phase, RunSpec
 
-    size, pretrained, unfreeze = int(gan_info["image_size"]), variant != "dcgan-scratch", variant != "dcgan-linear-probe"
+    size, pretrained, unfreeze = int(gan_info["image_size"]), role != "scratch", role != "linear-probe"
     rate = FINETUNE_LEARNING_RATE if unfreeze else HEAD_LEARNING_RATE
-
-    def trunk_trainable(trainable):
-        return lambda model: setattr(inner_model(model), "trainable", trainable)
 
     def compile_main_phase(model):
         trunk_trainable(unfreeze)(model)
         return compile_detector(model, rate)
 
     hp = {"trunk": "GAN discriminator" if pretrained else "random init", "trunk_trained": unfreeze,
-          "variant": variant, "head_epochs": cfg.head_epochs, "head_learning_rate": HEAD_LEARNING_RATE,
-          "finetune_learning_rate": rate, "dropout": HEAD_DROPOUT, "gan_run": "dcgan" if pretrained else None,
-          "probe_features": cfg.probe_features if variant == "dcgan-linear-probe" else None}
-    gan_note = {"gan": {"steps": gan_info.get("steps_completed"), "quality": gan_info.get("quality"),
-                        "created": gan_info["created"]}}
+          "variant": f"{cfg.gan_name}-{role}", "head_epochs": cfg.head_epochs, "head_learning_rate": HEAD_LEARNING_RATE,
+          "finetune_learning_rate": rate, "dropout": HEAD_DROPOUT, "gan_run": cfg.gan_name if pretrained else None,
+          "probe_features": cfg.probe_features if role == "linear-probe" else None}
     warmup = Phase("the head alone" if pretrained else "the whole network", cfg.head_epochs, HEAD_LEARNING_RATE,
                    trunk_trainable(not pretrained))
-    return RunSpec(name, build=lambda: detector_from_trunk(variant_trunk(variant, gan_dir, gan_info,
+    return RunSpec(name, build=lambda: detector_from_trunk(variant_trunk(role, gan_dir, gan_info,
                                                                          cfg.probe_features), size, name),
                    compile=compile_main_phase, epochs=cfg.finetune_epochs, hyperparameters=hp, warmup=(warmup,),
-                   extra=gan_note if pretrained else None)
+                   extra=gan_note(gan_info) if pretrained else None)
+
+
+def resnet_variant_spec(cfg, name, role, gan_dir, gan_info, train_images):
+    """One stage-2 run of the ResNet discriminator, trained with the `resnet` detector recipe itself (AdamW,
+    warm-up and cosine decay, label smoothing, flips, mixup) for --finetune-epochs: from the GAN's weights after
+    a warm-up of the new head alone ("discriminator"), or from random weights with no warm-up ("scratch": the
+    network and recipe of `classifiers.train --model resnet`)."""
+    from classifiers.registry import RESNET, augmentations, resnet_recipe
+    from classifiers.runner import Phase, RunSpec, training_steps
+
+    size, pretrained = int(gan_info["image_size"]), role != "scratch"
+    steps_per_epoch = training_steps(train_images, cfg.batch_size, 1)
+
+    def compile_main_phase(model):
+        trunk_trainable(True)(model)
+        return resnet_recipe(model, RESNET, steps_per_epoch, cfg.finetune_epochs)
+
+    hp = dict(RESNET, trunk="GAN discriminator" if pretrained else "random init", variant=f"{cfg.gan_name}-{role}",
+              head_epochs=cfg.head_epochs if pretrained else 0, head_learning_rate=HEAD_LEARNING_RATE,
+              gan_run=cfg.gan_name if pretrained else None)
+    warmup = (Phase("the head alone", cfg.head_epochs, HEAD_LEARNING_RATE, trunk_trainable(False)),) if pretrained else ()
+    return RunSpec(name, build=lambda: detector_from_trunk(variant_trunk(role, gan_dir, gan_info, None), size, name,
+                                                           RESNET["dropout"]),
+                   compile=compile_main_phase, epochs=cfg.finetune_epochs, hyperparameters=hp, warmup=warmup,
+                   augment=augmentations(RESNET["augment"]), mixup=RESNET["mixup"],
+                   extra=gan_note(gan_info) if pretrained else None)
+
+
+def gan_note(gan_info):
+    """What a run fine-tuned from the GAN records of it (its "created" ties the run to this very GAN)."""
+    return {"gan": {"steps": gan_info.get("steps_completed"), "quality": gan_info.get("quality"),
+                    "created": gan_info["created"]}}
 
 
 def main(argv=None):

@@ -329,3 +329,72 @@ def test_the_linear_probe_can_read_an_intermediate_block():
         probe_trunk_of(d, "block3")
     with pytest.raises(SystemExit):
         gan_cli.parse_args(["--probe-features", "middle"])
+
+
+def test_a_resnet_discriminator_gan_resumes_then_is_fine_tuned_with_the_resnet_recipe(tiny_faces, tmp_path):
+    from classifiers.layers import load_model_safely
+    from classifiers.models import build_resnet
+    from classifiers.registry import RESNET
+
+    runs = str(tmp_path / "runs")
+    cmd = [sys.executable, "-m", "gan.train", "--stage", "gan", "--data-dir", tiny_faces, "--runs-dir", runs,
+           "--discriminator", "resnet", "--gan-steps", "40", "--sample-every", "4", "--gan-minutes", "0"] + TINY
+    progress = os.path.join(runs, "default", ".dcgan-resnet.partial", "progress.json")
+    kill_when(cmd, lambda: epochs_recorded(progress) >= 2, ROOT)
+    assert not os.path.exists(os.path.join(runs, "default", "dcgan-resnet"))
+    assert epochs_recorded(progress) < 10, "the GAN finished before it could be interrupted"
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "dcgan-resnet: resuming from round" in again.stdout
+    gan = read_run(os.path.join(runs, "default", "dcgan-resnet"))
+    assert gan["steps_completed"] == 40 and gan["resumed_from_round"] >= 1
+    assert gan["config"]["discriminator"] == "resnet" and gan["config"]["r1_gamma"] > 0
+    assert all(np.isfinite(h["r1"]) and h["r1"] > 0 for h in gan["history"])  # its step came in every round of 4
+
+    assert gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--discriminator", "resnet", "--stage",
+                         "finetune", "--finetune-epochs", "1", "--seeds", "1"] + TINY) == 0
+    exp = os.path.join(runs, "default")
+    assert {"dcgan-resnet-zero-shot", "dcgan-resnet-one-class"} <= set(os.listdir(exp))
+    same_network = build_resnet(16, RESNET["widths"], RESNET["blocks"], RESNET["dropout"]).count_params()
+    for role in ("discriminator", "scratch"):
+        info = read_run(os.path.join(exp, f"dcgan-resnet-{role}"))
+        hp = info["hyperparameters"]
+        assert (hp["learning_rate"], hp["mixup"], hp["augment"]) == (RESNET["learning_rate"], RESNET["mixup"], ["flip"])
+        assert hp["trunk"] == ("GAN discriminator" if role == "discriminator" else "random init")
+        assert load_model_safely(os.path.join(exp, f"dcgan-resnet-{role}", "model.keras")).count_params() == same_network
+    assert read_run(os.path.join(exp, "dcgan-resnet-discriminator"))["gan"]["created"] == gan["created"]
+    assert not os.path.exists(os.path.join(exp, "dcgan"))  # the default GAN's folder is another one
+
+
+def test_the_r1_penalty_is_the_squared_gradient_on_the_real_faces_in_a_step_of_its_own():
+    import keras
+    import tensorflow as tf
+
+    from gan.dcgan import DCGAN, R1_EVERY
+    from gan.models import build_discriminator, build_generator
+
+    gan = DCGAN(build_generator(16, 8), build_discriminator(16, kind="resnet"), 8, seed=1, r1_gamma=0.5)
+    gan.compile()
+    real = tf.constant(np.random.default_rng(0).uniform(-1, 1, (4, 16, 16, 3)).astype("float32"))
+    fake = gan.generator(keras.random.normal((4, 8), seed=gan.seed_generator), training=True)
+    with tf.GradientTape() as tape:
+        tape.watch(real)
+        total = tf.reduce_sum(gan.discriminator(tf.concat([real, fake], 0), training=True)[:4])
+    expected = float(tf.reduce_mean(tf.reduce_sum(tf.square(tape.gradient(total, real)), axis=[1, 2, 3])))
+    before = gan.discriminator.get_weights()
+    assert expected > 0 and float(gan.r1_step(real, fake)) == pytest.approx(expected, rel=1e-4)
+    assert int(gan.d_optimizer.iterations.numpy()) == 1  # its own optimizer step
+    assert any(not np.allclose(a, b) for a, b in zip(before, gan.discriminator.get_weights()))
+
+    # lazy: over 8 steps, the penalty's step follows the 1st and the 5th discriminator steps only
+    gan = DCGAN(build_generator(16, 8), build_discriminator(16, kind="resnet"), 8, seed=1, r1_gamma=0.5)
+    gan.compile()
+    gan.fit(np.random.default_rng(0).uniform(-1, 1, (32, 16, 16, 3)).astype("float32"), batch_size=4, epochs=1,
+            verbose=0)
+    assert int(gan.d_optimizer.iterations.numpy()) == 8 + 8 // R1_EVERY and gan.trackers["r1"].count == 2
+    assert "r1" not in tiny_gan().trackers  # no penalty, no figure
+
+
+def test_a_negative_r1_weight_is_refused(tiny_faces, tmp_path):
+    with pytest.raises(UserError, match="--r1-gamma"):
+        gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", str(tmp_path), "--r1-gamma", "-1"] + TINY)
