@@ -6,18 +6,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUNS ?= runs
 EXPERIMENT ?= demo
-# The demo's search (Hyperband, at most 3 trials of up to 2 epochs) and GAN (600 steps, its detectors over 2
-# seeds) are smaller than --preset quick's (15 minutes / 30 trials of up to 12 epochs; 10,000 GAN steps or
-# 15 minutes, 3 seeds) so that the whole job, install included, takes minutes on 2 cores (11 on an EPYC whose
-# quick GAN ran at 6 steps/s, about half that where it runs at 11); run the commands yourself for the full
-# quick preset. Two external synthetic sets (another generator's fingerprint,
-# and the other family's artefact: over-sharpened fakes) show the cross-generator table; the second is also
-# the new family a detector is adapted to.
+# The demo's resnet (12 epochs), search (Hyperband, at most 3 trials of up to 2 epochs) and GAN (600 steps)
+# are smaller than --preset quick's (30 epochs; 15 minutes / 30 trials of up to 12 epochs; 10,000 GAN steps or
+# 15 minutes) so that the whole job, install included, takes minutes on 2 cores; run the commands yourself for
+# the full quick preset. The GAN's detectors are the learning curve's: its discriminator and the scratch
+# control fine-tuned on 50 labelled faces and on all of them, two seeds each, beside the baseline's curve
+# (the full curve: README, "Few labels and the strongest network"). Two external synthetic sets (another
+# generator's fingerprint, and the other family's artefact: over-sharpened fakes) show the cross-generator
+# table; the second is also the new family a detector is adapted to.
 DEMO_SEARCH ?= --max-trials 3 --search-epochs 2
-DEMO_GAN_BUDGET ?= --gan-steps 600 --sample-every 200
-DEMO_GAN ?= $(DEMO_GAN_BUDGET) --seeds 2
-# A small learning curve: two label counts, the baseline and the GAN's discriminator against its scratch
-# control, two seeds, all sharing the GAN above (the full curve: README, "Few labels and the strongest network").
+DEMO_RESNET ?= --epochs 12
+DEMO_GAN ?= --gan-steps 600 --sample-every 200
 DEMO_CURVE ?= --labels 50 all --recipes baseline dcgan-discriminator dcgan-scratch --seeds 2
 # The baseline adapted to the over-sharpened family from 5 and then 25 labelled faces per class, one seed: a
 # short adaptation curve (run classifiers.adapt with more --shots and --seeds for a real one).
@@ -36,10 +35,9 @@ $(VENV)/.installed: pyproject.toml
 
 demo: venv
 	$(PY) -m classifiers.train --model baseline --runs-dir $(RUNS) --experiment $(EXPERIMENT)
-	$(PY) -m classifiers.train --model resnet --runs-dir $(RUNS) --experiment $(EXPERIMENT)
+	$(PY) -m classifiers.train --model resnet $(DEMO_RESNET) --runs-dir $(RUNS) --experiment $(EXPERIMENT)
 	$(PY) -m classifiers.train --model hpsearch $(DEMO_SEARCH) --runs-dir $(RUNS) --experiment $(EXPERIMENT)
-	$(PY) -m gan.train $(DEMO_GAN) --runs-dir $(RUNS) --experiment $(EXPERIMENT)
-	$(PY) -m compare.bench --learning-curve $(DEMO_CURVE) --gan-args "$(DEMO_GAN_BUDGET)" --runs-dir $(RUNS) \
+	$(PY) -m compare.bench --learning-curve $(DEMO_CURVE) --gan-args "$(DEMO_GAN)" --runs-dir $(RUNS) \
 		--experiment $(EXPERIMENT)
 	$(PY) -m data.synthetic $(DEMO_EXTERNAL)/other-fingerprint --family other-upsampler --images-per-class 120 --seed 1
 	$(PY) -m data.synthetic $(DEMO_EXTERNAL)/sharpened --family sharpened --images-per-class 240 --seed 2
