@@ -86,12 +86,16 @@ def build_resnet_discriminator_trunk(image_size=64):
 DISCRIMINATORS = ("dcgan", "resnet")  # gan.train --discriminator
 
 
-def build_discriminator(image_size=64, filters=DISCRIMINATOR_FILTERS, spectral_norm=False, kind="dcgan"):
-    """The trunk of `kind` ("dcgan": Radford et al.'s; "resnet": the resnet recipe's network) and one logit."""
+def build_trunk(image_size=64, kind="dcgan", spectral_norm=False, filters=DISCRIMINATOR_FILTERS):
+    """The discriminator trunk of `kind`: "dcgan" (Radford et al.'s) or "resnet" (the resnet recipe's network)."""
     if kind == "resnet":
-        trunk = build_resnet_discriminator_trunk(image_size)
-    else:
-        trunk = build_discriminator_trunk(image_size, filters, spectral_norm)
+        return build_resnet_discriminator_trunk(image_size)
+    return build_discriminator_trunk(image_size, filters, spectral_norm)
+
+
+def build_discriminator(image_size=64, filters=DISCRIMINATOR_FILTERS, spectral_norm=False, kind="dcgan"):
+    """The trunk of `kind` (build_trunk) and one logit."""
+    trunk = build_trunk(image_size, kind, spectral_norm, filters)
     logit = layers.Dense(1, dtype="float32", kernel_initializer=_init(), name="logit")(trunk.output)
     return keras.Model(trunk.input, logit, name="discriminator")
 

@@ -42,9 +42,9 @@ HEAD_LEARNING_RATE = 1e-3
 FINETUNE_LEARNING_RATE = 1e-4
 HEAD_DROPOUT = 0.2
 SAMPLE_GRID = 32  # fixed latent vectors drawn every round
-# settings that say how a command was run, not what a stage makes: a finished stage is kept across them
 # settings added after runs were written, with the value a run.json without them was made with
 SETTINGS_ADDED_LATER = {"discriminator": "dcgan", "r1_gamma": 0.0}
+# settings that say how a command was run, not what a stage makes: a finished stage is kept across them
 NOT_STAGE_CONFIG = ("runs_dir", "stage", "retrain", "strict", "inception_weights",
                     "epochs", "strategy", "resize_mode")  # (the last three: in the records of older runs only)
 # settings the GAN itself never sees
@@ -118,7 +118,7 @@ def kept_run(cfg, manifest, name, gan_created=None):
     final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), name)
     if name == cfg.gan_name:
         ignore = NOT_STAGE_CONFIG + FINETUNE_ONLY
-    elif name.endswith(LABEL_FREE_ROLES):  # read off the GAN alone (its identity: gan_created below), no seed of their own
+    elif name.endswith(LABEL_FREE_ROLES):  # read off the GAN alone (identity: gan_created below), no seed of their own
         ignore = tuple(k for k in cfg.record() if k not in ("image_size", "precision"))
     else:  # each seed's run stands alone; only the probe reads --probe-features
         ignore = NOT_STAGE_CONFIG + ("seeds",) + (() if name.startswith("dcgan-linear-probe") else ("probe_features",))
@@ -198,7 +198,8 @@ class StepBudget:
                 left = min((cfg.gan_steps - steps) / rate, budget - elapsed)
                 r1 = f", R1 {logs['r1']:.3f}" if "r1" in logs else ""
                 print(f"{cfg.gan_name}: step {steps:,}/{cfg.gan_steps:,} ({rate:.1f} steps/s), "
-                      f"d_loss {logs['d_loss']:.3f}, g_loss {logs['g_loss']:.3f}{r1}, KID {kid:.4f} (floor {outer.judge.floor['kit'][0]:.4f}), "
+                      f"d_loss {logs['d_loss']:.3f}, g_loss {logs['g_loss']:.3f}{r1}, KID {kid:.4f} "
+                      f"(floor {outer.judge.floor['kit'][0]:.4f}), "
                       f"{max(left, 0) / 60:.1f} min left", flush=True)
                 if steps < cfg.gan_steps and elapsed + (now - self.round_start[0]) > budget:
                     outer.stopped_by = "minutes"
@@ -360,13 +361,11 @@ def variant_trunk(role, gan_dir, gan_info, probe_features):
     """The trunk a variant starts from: the GAN's discriminator (the probe may read every block), or random."""
     from classifiers.layers import load_model_safely
     from data.runs import BrokenRun
-    from gan.models import build_discriminator_trunk, build_resnet_discriminator_trunk, probe_trunk_of, trunk_of
+    from gan.models import build_trunk, probe_trunk_of, trunk_of
 
-    size = int(gan_info["image_size"])
-    if role == "scratch":
-        if gan_info["config"].get("discriminator") == "resnet":
-            return build_resnet_discriminator_trunk(size)
-        return build_discriminator_trunk(size, spectral_norm=gan_info["config"]["spectral_norm"])
+    if role == "scratch":  # the GAN's discriminator as it was built, before a step of training
+        config = dict(SETTINGS_ADDED_LATER, **gan_info["config"])
+        return build_trunk(int(gan_info["image_size"]), config["discriminator"], config["spectral_norm"])
     try:
         discriminator = load_model_safely(os.path.join(gan_dir, "discriminator.keras"))
     except BrokenRun as e:
