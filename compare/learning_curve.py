@@ -119,14 +119,18 @@ def load(exp_dir):
 
 
 def markdown(curve):
+    """The curve as a grid: a row per recipe, a column per label count, then the verdicts in words."""
     if not curve or not curve.get("rows"):
         return []
+    counts = list(dict.fromkeys(r["labels"] for r in curve["rows"]))
+    cell = {(r["recipe"], r["labels"]): f"{r['mean']:.3f} +- {r['sd']:.3f}" for r in curve["rows"]}
+    seeds = sorted({len(r["seeds"]) for r in curve["rows"]})
     lines = ["", "## Learning curve (labelled training images)", "",
-             "Test AUC (mean +- sd over seeds) of each recipe trained on part of the labelled training split "
-             "(`python -m compare.bench --learning-curve`); validation and test untouched.", "",
-             "| recipe | labels | seeds | test AUC |", "|---|---|---|---|"]
-    lines += [f"| {r['recipe']} | {r['labels']} | {len(r['seeds'])} | {r['mean']:.3f} +- {r['sd']:.3f} |"
-              for r in curve["rows"]]
+             f"Test AUC (mean +- sd over {'/'.join(map(str, seeds))} seeds) of each recipe trained on part of the "
+             "labelled training split (`python -m compare.bench --learning-curve`); validation and test untouched.",
+             "", "| recipe | " + " | ".join(f"{c} labels" for c in counts) + " |", "|---" * (len(counts) + 1) + "|"]
+    lines += [f"| {recipe} | " + " | ".join(cell.get((recipe, c), "-") for c in counts) + " |"
+              for recipe in dict.fromkeys(r["recipe"] for r in curve["rows"])]
     return lines + ([""] + [f"- {v['verdict']}" for v in curve["verdicts"]] if curve["verdicts"] else [])
 
 

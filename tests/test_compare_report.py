@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from classifiers import train as train_cli
+from compare import evaluation
 from compare import report as report_cli
 from conftest import make_dataset_dir
 from data.runtime import UserError
@@ -128,12 +129,12 @@ def test_an_inverted_set_is_flagged_in_words_and_the_ensemble_is_the_mean():
     a = {"test": np.array([.1, .2, .3, .7, .8, .9]), "val": np.array([.1, .2, .3, .7, .8, .9]),
          "ext:sd": np.array([.9, .8, .6, .3, .2, .1])}  # calls the fakes more real than the reals
     b = {k: np.clip(v + 0.05, 0, 1) for k, v in a.items()}
-    entry = report_cli.judge(a, labels, 0.5)
+    entry = evaluation.judge(a, labels, 0.5)
     assert entry["external"]["sd"]["roc_auc"] == 0.0
     assert entry["external"]["sd"]["flag"] == "inverted: calls these fakes more real than the reals"
     models = {"a": {"test": {}}, "b": {"test": {}}}
-    ens, raw = report_cli.ensemble(["a", "b"], {"a": a, "b": b}, labels, models, {"a": None})
-    np.testing.assert_allclose(raw[1], (a["test"] + b["test"]) / 2)
+    ens, result = evaluation.ensemble(["a", "b"], {"a": a, "b": b}, labels, models, {"a": None})
+    np.testing.assert_allclose(result.p_fake, (a["test"] + b["test"]) / 2)
     assert ens["test"]["brier"] == pytest.approx(float(np.mean(((a["test"] + b["test"]) / 2 - y) ** 2)))
 
 
@@ -169,3 +170,42 @@ def test_predict_writes_a_saliency_figure_per_image(experiment, tiny_faces, tmp_
                          os.path.join(tiny_faces, "Fake", images[0]), str(twin / images[0])]) == 0
     stem = os.path.splitext(images[0])[0]
     assert sorted(os.listdir(out2)) == [f"{stem}-2.saliency.png", f"{stem}.saliency.png"]
+
+
+def test_the_report_folds_seeds_into_recipes_and_plans_its_comparisons():
+    import numpy as np
+
+    from compare import comparisons as C
+    from compare.evaluation import TestResult
+
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 20, np.float32)
+    aucs = {"dcgan-discriminator-labels50.seed1": .80, "dcgan-discriminator-labels50.seed2": .84,
+            "dcgan-scratch-labels50.seed1": .70, "dcgan-scratch-labels50.seed2": .745,
+            "resnet-labels50.seed1": .90, "resnet-labels50.seed2": .88, "dcgan-zero-shot": .40}
+    models = {n: {"test": {"roc_auc": a, "roc_auc_ci95": [a - .05, a + .05], "average_precision": a, "eer": 1 - a,
+                           "tpr_at_fpr_5pct": a / 2, "accuracy_at_threshold": a, "threshold": .5}}
+              for n, a in aucs.items()}
+    results = {n: TestResult(y, np.clip(y * a + rng.uniform(0, 1 - a, len(y)), 0, 1), models[n]["test"], None)
+               for n, a in aucs.items()}
+    grouped = C.recipes(aucs)
+    assert grouped["resnet-labels50"] == {1: "resnet-labels50.seed1", 2: "resnet-labels50.seed2"}
+    assert grouped["dcgan-zero-shot"] == {None: "dcgan-zero-shot"}
+    rows = C.recipe_rows(models, grouped)
+    assert [r["recipe"] for r in rows][0] == "resnet-labels50" and rows[0]["roc_auc"] == pytest.approx(.89)
+    assert rows[0]["roc_auc_sd"] == pytest.approx(np.std([.90, .88], ddof=1)) and rows[0]["roc_auc_ci95"] is None
+    zero_shot = next(r for r in rows if r["recipe"] == "dcgan-zero-shot")
+    assert zero_shot["roc_auc_sd"] is None and zero_shot["roc_auc_ci95"] == pytest.approx([.35, .45])
+    planned = C.planned(models, results, grouped)
+    # the discriminator against its control at the same label count first, then every recipe against the best
+    assert [(c["a"], c["b"]) for c in planned] == [
+        ("dcgan-discriminator-labels50", "dcgan-scratch-labels50"), ("dcgan-discriminator-labels50", "resnet-labels50"),
+        ("dcgan-scratch-labels50", "resnet-labels50"), ("dcgan-zero-shot", "resnet-labels50")]
+    control = planned[0]
+    assert control["difference"] == pytest.approx(.0975) and control["evidence"] == "paired over 2 seeds"
+    # two seeds, differences .100 and .095: t(1) = 12.706 times the standard error
+    half = 12.706 * np.std([.1, .095], ddof=1) / np.sqrt(2)
+    assert control["ci95"] == pytest.approx([.0975 - half, .0975 + half])
+    assert control["verdict"].startswith("dcgan-discriminator-labels50 beats")
+    # no seeds shared: one run each, the best recipe's lowest seed, paired on the test images
+    assert planned[-1]["evidence"].startswith("one run each (dcgan-zero-shot, resnet-labels50.seed1)")

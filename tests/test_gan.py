@@ -58,7 +58,14 @@ def test_a_step_budget_then_detectors_over_seeds_and_their_report(tiny_faces, tm
     assert pair["differences"] == pytest.approx(d) and pair["mean"] == pytest.approx(np.mean(d))
     assert groups["dcgan-scratch"]["mean"] == pytest.approx(np.mean([auc["dcgan-scratch.seed5"], auc["dcgan-scratch.seed6"]]))
     text = open(os.path.join(runs, "default", "report", "report.md")).read()
-    assert "## Across seeds" in text and "| dcgan-discriminator vs dcgan-scratch | 2 |" in text
+    assert "## Planned comparisons" in text and "| dcgan-discriminator vs dcgan-scratch | " in text
+    planned = {(c["a"], c["b"]): c for c in metrics["planned"]}
+    assert planned[("dcgan-discriminator", "dcgan-scratch")]["evidence"] == "paired over 2 seeds"
+    assert planned[("dcgan-discriminator", "dcgan-scratch")]["difference"] == pytest.approx(np.mean(d))
+    assert ("dcgan-discriminator", "dcgan-linear-probe") in planned
+    rows = {r["recipe"]: r for r in metrics["recipes"]}  # one row per recipe, its seeds folded into it
+    assert rows["dcgan-scratch"]["runs"] == ["dcgan-scratch.seed5", "dcgan-scratch.seed6"] or \
+        sorted(rows["dcgan-scratch"]["runs"]) == ["dcgan-scratch.seed5", "dcgan-scratch.seed6"]
 
     # runs recorded before the typed configuration (three more keys) are still this configuration's: kept
     for name in ("dcgan", "dcgan-scratch.seed5"):

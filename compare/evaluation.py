@@ -1,0 +1,256 @@
+"""What the comparison's numbers are: every finished detector of an experiment, and the ensemble of them,
+judged on the one test split (and on external sets and perturbed copies of the test images).
+
+Finds the runs (refusing any trained on another split, skipping broken ones with their reason), predicts
+every image set once per input size, and turns predictions into metrics.json's entries. Nothing here
+writes a file: compare/rendering.py turns the results into tables, figures and TensorBoard summaries.
+"""
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from classifiers.predict import probabilities as predict
+from compare import metrics as M
+from compare import perturb
+from data.runs import list_runs
+from data.runtime import UserError
+
+LATENCY_REPEATS = 30
+THROUGHPUT_BATCH = 64
+EXTERNAL_KEYS = ("roc_auc", "average_precision", "accuracy_at_threshold", "fake_recall_at_threshold",
+                 "real_fpr_at_threshold")
+INVERTED = "inverted: calls these fakes more real than the reals"
+ENSEMBLE = "ensemble"
+
+
+@dataclass
+class Detector:
+    """One finished detector run, loaded."""
+    name: str
+    folder: str
+    info: dict
+    model: object
+
+    @property
+    def size(self):
+        return int(self.info["image_size"])
+
+    @property
+    def resize_mode(self):
+        return self.info.get("resize_mode", "resize")
+
+
+@dataclass
+class TestResult:
+    """One model's (or the ensemble's) predictions on the test split, with the images it saw."""
+    labels: np.ndarray
+    p_fake: np.ndarray
+    metrics: dict
+    images: np.ndarray
+
+
+def find_detectors(runs_dir, experiment, manifest):
+    """([Detector], skipped as [(name, reason)])."""
+    from classifiers.layers import load_model_safely
+    from data.runs import BrokenRun
+
+    good, broken = list_runs(runs_dir, experiment)
+    skipped = [(os.path.basename(f), reason) for f, reason in broken]
+    detectors = []
+    for folder, info in good:
+        name = os.path.basename(folder)
+        if info.get("kind") != "detector":
+            continue  # the GAN itself: its discriminator is judged through the dcgan-* runs
+        if info.get("split_fingerprint") != manifest["fingerprint"]:
+            skipped.append((name, f"trained on another split (fingerprint {str(info.get('split_fingerprint'))[:16]}, "
+                                  f"experiment {manifest['fingerprint'][:16]}): models judged on different test "
+                                  "images are not comparable"))
+            continue
+        try:
+            model = load_model_safely(os.path.join(folder, "model.keras"))
+        except BrokenRun as e:
+            skipped.append((name, str(e)))
+            continue
+        detectors.append(Detector(name, folder, info, model))
+    return detectors, skipped
+
+
+def parse_test_dirs(values):
+    """[(name, folder)] from NAME=DIR or a bare DIR (named after the folder); names must differ."""
+    out = []
+    for value in values or []:
+        name, sep, folder = value.partition("=")
+        if os.path.isdir(value) or not sep:
+            name, folder = os.path.basename(os.path.normpath(value)), value
+        if not os.path.isdir(folder):
+            raise UserError(f"--test-dir {value}: {folder} does not exist or is not a folder")
+        if name in dict(out) or name in ("test", "val") or not name:
+            raise UserError(f"--test-dir {value}: the set name {name!r} is taken; give each set its own NAME=DIR")
+        out.append((name, folder))
+    return out
+
+
+class ImageSets:
+    """Decoded image sets ("test", "val" or an external set's name), cached by (set, size, mode, perturbation)."""
+
+    def __init__(self, manifest, test_dirs=()):
+        self.manifest, self.test_dirs, self.cache, self.external_files = manifest, dict(test_dirs), {}, {}
+
+    def _external(self, name):
+        if name not in self.external_files:
+            from data.scan import scan_folder
+
+            scan = scan_folder(self.test_dirs[name], one_class_ok=True)
+            print(f"external test set {name} ({self.test_dirs[name]}): {scan.summary()}")
+            self.external_files[name] = [(os.path.join(scan.root, r.path), r.label) for r in scan.images]
+        return self.external_files[name]
+
+    def get(self, which, size, mode, perturbation=None):
+        from data.pipeline import load_images, load_split
+
+        key = (which, size, mode, perturbation)
+        if key not in self.cache:
+            fn = perturb.transform(*perturbation) if perturbation else None
+            if which in ("test", "val"):
+                x, y, _ = load_split(self.manifest, which, size, mode, transform=fn)
+            else:
+                files = self._external(which)
+                x, kept, failed = load_images([p for p, _ in files], size, mode, transform=fn)
+                for path, reason in failed:
+                    print(f"warning: skipping {path}: {reason}", file=sys.stderr)
+                y = np.array([files[i][1] for i in kept], np.float32)
+            self.cache[key] = (x, y)
+        return self.cache[key]
+
+
+def measure_costs(detector):
+    """Parameters, size on disk, training time, and latency / throughput measured now on this machine."""
+    from compare.bench import latency
+
+    model = detector.model
+    out = {"params": int(model.count_params()), "train_seconds": detector.info.get("train_seconds"),
+           "size_mb": os.path.getsize(os.path.join(detector.folder, "model.keras")) / 2 ** 20}
+    one, many = latency(model, detector.size, LATENCY_REPEATS, THROUGHPUT_BATCH)
+    out["latency_ms_b1"], out["throughput_b64"] = one["median"], many["median"]
+    return out
+
+
+def flat_hparams(name, info):
+    hp = {"model": name, "image_size": int(info.get("image_size", 0)), "precision": str(info.get("precision"))}
+    for k, v in (info.get("hyperparameters") or {}).items():
+        hp[k] = v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
+    return hp
+
+
+def predict_all(detectors, sets, perturb_spec=None, tta=False, need_val=()):
+    """({model: {set key: P(fake)}}, {set key: labels}, {model: test images}); set keys are "test", "val"
+    (only for the models in need_val: the ensemble's members, whose threshold it is chosen on), "ext:NAME"
+    and "perturbed:SPEC". Every model sees the same files in the same order at its own size."""
+    specs = perturb.parse_spec(perturb_spec)
+    preds, labels, images = {}, {}, {}
+    for d in detectors:
+        looks = [("test", "test", None)] + ([("val", "val", None)] if d.name in need_val else [])
+        looks += [(f"ext:{s}", s, None) for s in sets.test_dirs]
+        looks += [(f"perturbed:{perturb.label(*spec)}", "test", spec) for spec in specs]
+        preds[d.name] = {}
+        for key, which, spec in looks:
+            x, y = sets.get(which, d.size, d.resize_mode, spec)
+            preds[d.name][key] = predict(d.model, x, tta)
+            labels.setdefault(key, y)
+            if key == "test":
+                images[d.name] = x
+    return preds, labels, images
+
+
+def judge(preds, labels, threshold):
+    """One model's (or the ensemble's) entry of metrics.json from its predictions."""
+    entry = {"test": M.evaluate(labels["test"], preds["test"], threshold)}
+    external = {k.removeprefix("ext:"): M.evaluate(labels[k], preds[k], threshold) for k in preds if k.startswith("ext:")}
+    if external:
+        for m in external.values():
+            if m["roc_auc"] < 0.5:  # nan (one class) compares False
+                m["flag"] = INVERTED
+        entry["external"] = external
+        entry["external_mean"] = {k: float(np.nanmean([m[k] for m in external.values()]))
+                                  if any(m[k] == m[k] for m in external.values()) else float("nan")
+                                  for k in EXTERNAL_KEYS}
+        entry["generalisation_gap"] = entry["test"]["roc_auc"] - entry["external_mean"]["roc_auc"]
+    perturbed = {k.removeprefix("perturbed:"): M.evaluate(labels[k], preds[k], threshold, ci=False) for k in preds if k.startswith("perturbed:")}
+    if perturbed:
+        entry["perturbed"] = perturbed
+    return entry
+
+
+def evaluate_all(detectors, sets, perturb_spec=None, tta=False, timing=True, members=()):
+    """(metrics.json's models dict, {model: TestResult}), with the ensemble of `members` if any."""
+    preds, labels, images = predict_all(detectors, sets, perturb_spec, tta, need_val=members)
+    models, results = {}, {}
+    for d in detectors:
+        entry = judge(preds[d.name], labels, float(d.info.get("threshold") or 0.5))
+        entry["hyperparameters"] = flat_hparams(d.name, d.info)
+        if timing:
+            entry["costs"] = measure_costs(d)
+        models[d.name] = entry
+        results[d.name] = TestResult(labels["test"], preds[d.name]["test"], entry["test"], images[d.name])
+        print(f"  {d.name}: test AUC {entry['test']['roc_auc']:.4f}")
+    if members:
+        models[ENSEMBLE], results[ENSEMBLE] = ensemble(members, preds, labels, models, images)
+        print(f"  {ENSEMBLE} (the mean of {len(members)} models): test AUC {models[ENSEMBLE]['test']['roc_auc']:.4f}")
+    return models, results
+
+
+def ensemble_members(spec, names, default=None):
+    """The models the ensemble averages: --ensemble a,b,c, or all of `default` (every model) when there are
+    two or more."""
+    if spec is None:
+        default = names if default is None else default
+        return default if len(default) >= 2 else []
+    members = [m.strip() for m in spec.split(",") if m.strip()]
+    unknown = [m for m in members if m not in names]
+    if unknown or len(members) < 2:
+        raise UserError(f"--ensemble {spec}: " + (f"no finished model named {', '.join(unknown)} (models: "
+                                                  f"{', '.join(names)})" if unknown else "name two models or more"))
+    return members
+
+
+def ensemble(members, preds, labels, models, images):
+    """The mean of the members' probabilities, judged like any model; its threshold chosen on validation
+    like theirs, its costs the sum of theirs (every member runs on every image)."""
+    from classifiers.metrics import youden_threshold
+
+    p = {k: np.mean([preds[n][k] for n in members], axis=0) for k in preds[members[0]]}
+    threshold = youden_threshold(labels["val"], p["val"])
+    entry = judge(p, labels, threshold)
+    entry["hyperparameters"] = {"model": ENSEMBLE, "members": ",".join(members), "image_size": 0,
+                                "precision": "mixed"}
+    costs = [models[n].get("costs") for n in members]
+    if all(costs):
+        entry["costs"] = {k: (None if any(c[k] is None for c in costs) else float(sum(c[k] for c in costs)))
+                          for k in ("params", "size_mb", "train_seconds", "latency_ms_b1")}
+        entry["costs"]["params"] = int(entry["costs"]["params"])
+        # members run one after another: throughput adds as harmonic, not arithmetic
+        entry["costs"]["throughput_b64"] = 1.0 / sum(1.0 / c["throughput_b64"] for c in costs)
+    return entry, TestResult(labels["test"], p["test"], entry["test"], images[members[0]])
+
+
+def paired_on_test_images(a, b):
+    """AUC(a) - AUC(b) bootstrapped on the same test images, McNemar on their errors, and a verdict."""
+    auc = M.paired_auc_difference(a.labels, a.p_fake, b.p_fake)
+    mc = M.mcnemar(a.labels, a.p_fake, b.p_fake, a.metrics["threshold"], b.metrics["threshold"])
+    auc_real = auc["ci95"][0] > 0 or auc["ci95"][1] < 0
+    verdict = ("real difference" if auc_real else
+               "AUC within noise; errors at the thresholds differ (McNemar)" if mc["p_value"] < 0.05 else
+               "within noise")
+    return {"auc": auc, "mcnemar": mc, "verdict": verdict}
+
+
+def pairwise(results):
+    """Every pair of models, paired on the test images (metrics.json keeps them all; the report shows the
+    planned ones)."""
+    names = sorted(results)
+    return {f"{a} vs {b}": paired_on_test_images(results[a], results[b])
+            for i, a in enumerate(names) for b in names[i + 1:]
+            if np.array_equal(results[a].labels, results[b].labels)}
