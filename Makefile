@@ -11,7 +11,7 @@ EXPERIMENT ?= demo
 # 15 minutes) so that the whole job, install included, takes minutes on 2 cores; run the commands yourself for
 # the full quick preset. The GAN's detectors are the learning curve's: its discriminator and the scratch
 # control fine-tuned on 50 labelled faces and on all of them, two seeds each, beside the baseline's curve
-# (the full curve: README, "Few labels and the strongest network"). Two external synthetic sets (another
+# (the full curve: docs/learning-curve.md). Two external synthetic sets (another
 # generator's fingerprint, and the other family's artefact: over-sharpened fakes) show the cross-generator
 # table; the second is also the new family a detector is adapted to.
 DEMO_SEARCH ?= --max-trials 3 --search-epochs 2

@@ -1,6 +1,6 @@
 """Every detector `python -m classifiers.train --model NAME` can train: one table, DETECTORS.
 
-Adding a detector is one function and one line in the table (README, "Extending the kit"): the function
+Adding a detector is one function and one line in the table (README, "Adding a detector"): the function
 builds an uncompiled Keras model from [0, 255] RGB faces (image_size x image_size x 3) to P(fake) (one float32
 sigmoid); the line names it and gives its hyperparameters, which run.json records. By default it is trained
 with Adam at its "learning_rate" for the preset's epochs; a `recipe`, a warm-up or its own epochs are options.
@@ -17,7 +17,7 @@ BASELINE = {"filters": [32, 64], "head": "flatten", "dropout": 0.2, "residual": 
             "augment": False, "schedule": "constant"}
 # The strong from-scratch recipe: a small ResNet, AdamW with warm-up and cosine decay, label smoothing, flips
 # and mixup. No shifts, JPEG, blur or resizing: on the development faces each of them slowed learning badly
-# (see README, "Quality per CPU-minute").
+# (see docs/results.md).
 RESNET = {"widths": [32, 64, 128, 256], "blocks": [1, 1, 1, 1], "stem_stride": 1, "head": "gap", "dropout": 0.3,
           "learning_rate": 2e-3, "weight_decay": 0.05, "warmup_epochs": 2, "label_smoothing": 0.1,
           "augment": ["flip"], "mixup": 0.2}

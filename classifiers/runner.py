@@ -100,7 +100,7 @@ def make_strategy(name):
     tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     if not tf_config.get("cluster"):
         raise UserError("--strategy multiworker needs TF_CONFIG describing the cluster and this task "
-                        "(see README, 'More than one machine')")
+                        "(see docs/reference.md, 'More than one machine')")
     task = tf_config.get("task", {})
     has_chief = "chief" in tf_config["cluster"]
     chief = task.get("type") == "chief" or (not has_chief and task.get("type") == "worker" and task.get("index") == 0)

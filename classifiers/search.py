@@ -26,7 +26,7 @@ SEARCHED = "baseline"  # the registered detector whose hyperparameters the searc
 SEARCH_SPACE = {
     # the study's block lists, and a fourth block with global pooling's room to see the whole face: on the
     # development faces a 32-64-128-256 / GAP / cosine net reached test AUC 0.848 in 24 epochs at 64 px,
-    # against 0.804 for the baseline (see README, "Quality per CPU-minute")
+    # against 0.804 for the baseline (see docs/results.md)
     "filters": ["32", "32-64", "32-64-128", "64-128", "64-128-256", "32-64-128-256"],
     "head": ["flatten", "gap"],
     "learning_rate": [1e-3, 5e-4, 1e-4],

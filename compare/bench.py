@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from data.runtime import DEFAULT_SEED, UserError, import_tensorflow, label_count, positive_int, run_main, setup
+from data.runtime import UserError, add_common_args, import_tensorflow, label_count, positive_int, run_main, setup
 
 FILTERS = (32, 64, 128)
 BATCH = 32
@@ -210,40 +210,41 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m compare.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=os.environ.get("DEEPFAKE_KIT_DATA"),
-                   help="Real/ + Fake/ folder (default: $DEEPFAKE_KIT_DATA, else the embedded default)")
-    p.add_argument("--runs-dir", default="runs")
+    add_common_args(p)  # --data-dir, --runs-dir, --experiment, --seed, --precision, as every entry point
     p.add_argument("--image-size", type=positive_int, nargs="+", default=[128, 256])
     p.add_argument("--window", type=positive_int,
                    help=f"training steps per measured window (default: as many as the slower pipeline takes "
                         f"{WINDOW_SECONDS:g} s for, timed in the warm-up)")
     p.add_argument("--windows", type=positive_int, default=WINDOWS,
                    help="windows per side, kit and original interleaved (at least 5 for a spread worth reading)")
-    p.add_argument("--precision", default="auto")
     p.add_argument("--json-out")
     p.add_argument("--recipes", nargs="+", metavar="RECIPE",
-                   help="AUC per CPU-minute of these recipes instead (original, baseline, resnet)")
-    p.add_argument("--experiment", default="default", help="with --recipes: whose split to train and test on")
+                   help="AUC per CPU-minute of these recipes instead (original, baseline, resnet), on the "
+                        "--experiment's split")
     p.add_argument("--epochs", type=positive_int, help="with --recipes: override every recipe's epochs")
     p.add_argument("--learning-curve", action="store_true",
                    help="test AUC against labelled training images for --recipes (registered detectors and the "
                         "GAN variants dcgan-discriminator, dcgan-linear-probe, dcgan-scratch, "
-                        "dcgan-resnet-discriminator, dcgan-resnet-scratch) at each --labels, over --seeds")
+                        "dcgan-resnet-discriminator, dcgan-resnet-scratch) at each --labels, over --seeds "
+                        "starting at --seed")
     p.add_argument("--labels", type=label_count, nargs="+", default=["50", "100", "250", "500", "all"],
                    help="with --learning-curve: labelled training images per point (a count, a fraction, all)")
     p.add_argument("--seeds", type=positive_int, default=3, help="with --learning-curve: seeds per point")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="with --learning-curve: the first seed")
     p.add_argument("--detector-args", default="", help="with --learning-curve: more classifiers.train flags")
     p.add_argument("--gan-args", default="", help="with --learning-curve: more gan.train flags")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.learning_curve:
         return learning_curve(args)
     from data.synthetic import resolve_data_dir
 
-    policy = setup(0, args.precision, deterministic=False)
+    policy = setup(args.seed, args.precision, deterministic=False)
     data_dir = resolve_data_dir(args.data_dir, args.runs_dir)
     if args.recipes:
         return recipe_curves(args, data_dir, policy)
@@ -273,7 +274,7 @@ def learning_curve(args):
         raise UserError("--learning-curve needs --recipes, e.g. baseline resnet dcgan-discriminator dcgan-scratch")
     seeds = [args.seed + i for i in range(args.seeds)]
     common = ["--runs-dir", args.runs_dir, "--experiment", args.experiment, "--precision", args.precision]
-    common += ["--data-dir", args.data_dir] if args.data_dir else []
+    common += (["--data-dir", args.data_dir] if args.data_dir else []) + (["--strict"] if args.strict else [])
     LC.train_missing(args.recipes, args.labels, seeds, common, shlex.split(args.detector_args),
                      shlex.split(args.gan_args))
     exp = experiment_dir(args.runs_dir, args.experiment)

@@ -82,3 +82,13 @@ def test_recipe_curves_write_auc_per_minute_for_each_recipe(tiny_faces, tmp_path
     assert (out / "curves.png").stat().st_size > 0
     assert os.listdir(out / "tensorboard" / "original") and os.listdir(out / "tensorboard" / "resnet")
     assert "min to target" in proc.stdout and "resnet" in proc.stdout
+
+
+def test_bench_takes_the_common_options_like_every_entry_point(monkeypatch, tmp_path):
+    from compare import bench
+
+    monkeypatch.setenv("DEEPFAKE_KIT_RUNS", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("DEEPFAKE_KIT_DATA", str(tmp_path / "faces"))
+    args = bench.parse_args(["--learning-curve", "--recipes", "baseline", "--seed", "7", "--strict"])
+    assert args.runs_dir == str(tmp_path / "elsewhere") and args.data_dir == str(tmp_path / "faces")
+    assert (args.seed, args.strict, args.experiment, args.precision) == (7, True, "default", "auto")

@@ -1,4 +1,4 @@
-"""Adding a detector as README "Extending the kit" says: one function, one line in the registry; then it is
+"""Adding a detector as README "Adding a detector" says: one function, one line in the registry; then it is
 trained, judged by predict and compared like any other, its custom layer included, and safe mode still
 refuses code that is not the kit's."""
 import json
