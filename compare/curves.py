@@ -7,14 +7,29 @@ training. The recipes take turns, an epoch each, so the machine's drift is share
 import os
 import time
 
-# name: input side, epochs, precision ("kit" = the kit's policy), what it is
-RECIPES = {
-    # the original study: 128px, its 3-block CNN (32-64-128), 10 epochs, float32 as it ran
-    "original": {"image_size": 128, "epochs": 10, "precision": "float32",
-                 "what": "the study's 3-block CNN, 128px, 10 epochs, float32"},
-    "baseline": {"image_size": 64, "epochs": 8, "precision": "kit", "what": "the kit's baseline (quick preset)"},
-    "resnet": {"image_size": 64, "epochs": None, "precision": "kit", "what": "the kit's strong recipe (quick preset)"},
-}
+# the original study's recipe, which no command of the kit trains: 128px, its 3-block CNN (32-64-128), 10
+# epochs, float32 as it ran. Every other recipe is a registered detector at the quick preset (recipe()).
+ORIGINAL = {"image_size": 128, "epochs": 10, "precision": "float32",
+            "what": "the study's 3-block CNN, 128px, 10 epochs, float32"}
+
+
+def recipe(name):
+    """{image_size, epochs, precision ("kit": the kit's policy), what} of "original" or a registered detector."""
+    from classifiers.config import PRESETS
+    from classifiers.registry import DETECTORS
+
+    if name == "original":
+        return ORIGINAL
+    detector, quick = DETECTORS[name], PRESETS["quick"]
+    return {"image_size": quick["image_size"], "epochs": (detector.epochs or {}).get("quick", quick["epochs"]),
+            "precision": "kit", "what": f"{detector.help} (quick preset)"}
+
+
+def known_recipes():
+    """"original" and every registered detector that needs no option of its own (a backbone needs --backbone)."""
+    from classifiers.registry import DETECTORS
+
+    return ("original",) + tuple(n for n, d in DETECTORS.items() if not d.options)
 
 
 def build_recipe(name, image_size, epochs, steps_per_epoch):
@@ -37,15 +52,14 @@ class RecipeRun:
     def __init__(self, name, manifest, policy, batch_size=32, seed=1337, epochs=None):
         import keras
 
-        from classifiers.registry import RESNET_EPOCHS
         from data.pipeline import load_split, make_dataset
 
-        recipe = RECIPES[name]
-        size = recipe["image_size"]
-        self.name, self.epochs = name, epochs or recipe["epochs"] or RESNET_EPOCHS["quick"]
+        settings = recipe(name)
+        size = settings["image_size"]
+        self.name, self.epochs = name, epochs or settings["epochs"]
         keras.utils.set_random_seed(seed)
         # each layer keeps the policy it was built under, so recipes of different precision can alternate
-        keras.mixed_precision.set_global_policy(policy if recipe["precision"] == "kit" else recipe["precision"])
+        keras.mixed_precision.set_global_policy(policy if settings["precision"] == "kit" else settings["precision"])
         x, y, _ = load_split(manifest, "train", size)
         xt, self.test_y, _ = load_split(manifest, "test", size)
         self.test_x = xt.astype("float32")
@@ -75,7 +89,7 @@ def auc_curves(names, manifest, policy, epochs=None, log=print):
     machine during the benchmark slows every recipe alike instead of whichever ran at the time."""
     runs = []
     for name in names:
-        log(f"recipe {name}: {RECIPES[name]['what']}")
+        log(f"recipe {name}: {recipe(name)['what']}")
         runs.append(RecipeRun(name, manifest, policy, epochs=epochs))
     while not all(r.done for r in runs):
         for run in runs:
@@ -115,7 +129,7 @@ def plot(summary, path):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, row in summary["recipes"].items():
         ax.plot([p["seconds"] / 60 for p in row["points"]], [p["test_auc"] for p in row["points"]], marker="o",
-                ms=3, label=f"{name} ({RECIPES[name]['what']})")
+                ms=3, label=f"{name} ({recipe(name)['what']})")
     if summary["target_auc"] is not None:
         ax.axhline(summary["target_auc"], color="grey", ls=":", lw=1, label="original recipe's final AUC")
     ax.set_xlabel("training minutes (this machine)")
@@ -155,13 +169,13 @@ def run_curves(names, manifest, policy, out_dir, epochs=None, log=print):
     """Train each recipe, then write curves.json, curves.png and TensorBoard scalars to out_dir."""
     from data.runs import write_json_atomic
 
-    unknown = [n for n in names if n not in RECIPES]
+    unknown = [n for n in names if n not in known_recipes()]
     if unknown:
         from data.runtime import UserError
 
-        raise UserError(f"unknown recipe {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
+        raise UserError(f"unknown recipe {', '.join(unknown)}; choose from {', '.join(known_recipes())}")
     summary = summarise(auc_curves(names, manifest, policy, epochs, log))
-    summary["precision"] = {n: (policy if RECIPES[n]["precision"] == "kit" else RECIPES[n]["precision"]) for n in names}
+    summary["precision"] = {n: (policy if recipe(n)["precision"] == "kit" else recipe(n)["precision"]) for n in names}
     os.makedirs(out_dir, exist_ok=True)
     plot(summary, os.path.join(out_dir, "curves.png"))
     write_tensorboard(summary, os.path.join(out_dir, "tensorboard"))

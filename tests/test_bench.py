@@ -92,3 +92,13 @@ def test_bench_takes_the_common_options_like_every_entry_point(monkeypatch, tmp_
     args = bench.parse_args(["--learning-curve", "--recipes", "baseline", "--seed", "7", "--strict"])
     assert args.runs_dir == str(tmp_path / "elsewhere") and args.data_dir == str(tmp_path / "faces")
     assert (args.seed, args.strict, args.experiment, args.precision) == (7, True, "default", "auto")
+
+
+def test_curve_recipes_come_from_the_registry(monkeypatch):
+    from classifiers import registry
+    from compare import curves
+
+    monkeypatch.setitem(registry.DETECTORS, "tiny", registry.Detector(registry.baseline, "a tiny CNN", epochs={"quick": 5}))
+    assert curves.recipe("tiny") == {"image_size": 64, "epochs": 5, "precision": "kit", "what": "a tiny CNN (quick preset)"}
+    assert curves.recipe("baseline")["epochs"] == 8 and curves.recipe("original")["precision"] == "float32"
+    assert "tiny" in curves.known_recipes() and "backbone" not in curves.known_recipes()  # it needs --backbone
