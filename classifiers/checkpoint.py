@@ -27,13 +27,20 @@ def free_bytes(folder):
     return st.f_bavail * st.f_frsize
 
 
+def optimizers_of(model):
+    """Every optimizer a model trains with (compile()'s, or the two of a GAN's train_step), found by type."""
+    found = []
+    for value in vars(model).values():
+        if isinstance(value, keras.optimizers.Optimizer) and not any(value is f for f in found):
+            found.append(value)
+    return found
+
+
 def state_bytes(model):
     """Bytes of everything a checkpoint holds: the weights and the optimizers' slots."""
     variables = list(model.weights)
-    for opt in (getattr(model, "optimizer", None), getattr(model, "d_optimizer", None),
-                getattr(model, "g_optimizer", None)):
-        if opt is not None:
-            variables += list(opt.variables)
+    for optimizer in optimizers_of(model):
+        variables += list(optimizer.variables)
     return sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
                for v in variables)
 
