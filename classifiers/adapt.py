@@ -25,7 +25,7 @@ import sys
 
 import numpy as np
 
-from data.runtime import DEFAULT_SEED, CommandConfig, UserError, positive_int, run_main, setup
+from data.runtime import DEFAULT_SEED, CommandConfig, UserError, positive_int, run_main, setting, setup
 from data.split import balanced_subset
 
 # the adaptation recipe: every setting of it, recorded in each adapted run's run.json
@@ -42,7 +42,7 @@ ADAPTED = "adapted"  # runs/<experiment>/adapted/<family>/<source>-k<K>.seed<S>/
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AdaptConfig(CommandConfig):
-    run: str  # the source run folder
+    run: str = setting(identity=False)  # the source run folder: where, not what (source_created says which)
     family: str
     shots: int  # labelled images per class of the new family
     tune: str = ADAPT["tune"]
@@ -237,7 +237,7 @@ def adapt_source(args, source_dir, family):
         for seed in range(args.seed, args.seed + args.seeds):
             cfg = dataclasses.replace(base, shots=shots, seed=seed)
             folder = os.path.join(experiment_dir(cfg.runs_dir, family), adapted_name(source_dir, shots, seed))
-            kept = finished_run(folder, cfg.record(), manifest, cfg.retrain)
+            kept = finished_run(folder, cfg, manifest)
             if kept is None:
                 if data is None:  # decoded once, and only when something is to be trained
                     data = shared_data(source_dir, source_manifest, manifest, base)

@@ -6,9 +6,9 @@ replace it. Change a setting with dataclasses.replace(cfg, epochs=3), never in p
 """
 import dataclasses
 import os
-from typing import Optional
+from typing import Mapping, Optional
 
-from data.runtime import CommandConfig
+from data.runtime import CommandConfig, setting
 
 PRESETS = {
     # quick: minutes on 2 CPU cores, and still learns. The search is Hyperband promoting the best trials to
@@ -31,19 +31,32 @@ class DetectorConfig(CommandConfig):
     resize_mode: str = "resize"  # squash each face to the input size, or cut its centre at full detail
     epochs: int = 8
     batch_size: int = 32
-    # the search (hpsearch): its budget and its tuner
-    max_trials: int = 30
-    search_epochs: int = 12
-    search_minutes: Optional[float] = 15
-    tuner: str = "hyperband"
+    # the search (hpsearch): its budget (a larger one extends a finished search) and its tuner
+    max_trials: int = setting(30, roles=("search",), extends=True)
+    search_epochs: int = setting(12, roles=("search",))
+    search_minutes: Optional[float] = setting(15, roles=("search",), extends=True)
+    tuner: str = setting("hyperband", roles=("search",))
     # labelled training images used (data.runtime.label_count: a count or a fraction); None: all of them
     labels: Optional[str] = None
     # training perturbations instead of the detector's own (comma-separated, or "none"); None: its own
     augment: Optional[str] = None
-    # --model backbone only
-    backbone: Optional[str] = None
-    weights: Optional[str] = None
+    # the detector's own settings (classifiers.registry.Option: --backbone, --weights ...), by name
+    options: Mapping = dataclasses.field(default_factory=dict)
     strategy: str = "none"  # tf.distribute
+
+    def record(self):
+        """The settings run.json keeps, the detector's own options among them (as --backbone is recorded)."""
+        record = super().record()
+        return dict(record, **record.pop("options"))
+
+    def identity(self, role=None):
+        """Every setting's (CommandConfig.identity), and the detector's own options."""
+        from classifiers.registry import DETECTORS
+
+        own = DETECTORS[self.model].options if self.model in DETECTORS else ()
+        out = super().identity(role)
+        out.pop("options", None)
+        return dict(out, **{o.name: (self.options.get(o.name, o.default), o.default) for o in own})
 
     @classmethod
     def from_preset(cls, preset="quick", **settings):

@@ -9,6 +9,7 @@ The training CLI, the search (whose trial 1 and reference are the baseline below
 import dataclasses
 from typing import Callable, Mapping, Optional
 
+from classifiers.backbones import BACKBONES
 from classifiers.runner import Phase, RunSpec, training_steps
 from data.pipeline import AUGMENTATIONS
 
@@ -35,6 +36,22 @@ def adam(model, hp, steps_per_epoch, epochs):
 
 
 @dataclasses.dataclass(frozen=True)
+class Option:
+    """A setting one detector reads: `classifiers.train --NAME` (in --help), recorded in run.json's config and
+    in its hyperparameters, and part of the run's identity (a run recorded before the option existed counts
+    as made with its default)."""
+    name: str
+    default: object
+    help: str
+    type: Callable = str
+    choices: Optional[tuple] = None
+
+    @property
+    def flag(self):
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclasses.dataclass(frozen=True)
 class Detector:
     build: Callable  # build(cfg, hp) -> uncompiled keras.Model; cfg: DetectorConfig, hp: the hyperparameters
     help: str  # what --model shows
@@ -42,11 +59,12 @@ class Detector:
     epochs: Optional[Mapping] = None  # preset -> epochs, where it needs another budget than the preset's
     recipe: Callable = adam  # recipe(model, hp, steps_per_epoch, epochs) -> the model, compiled (and unfrozen)
     warmup: Optional[Callable] = None  # warmup(hp) -> [Phase]: fit()s before the main one, skipped on resume
-    options: tuple = ()  # DetectorConfig fields it reads, recorded with its hyperparameters
+    options: tuple = ()  # its own settings (Option), beside every detector's
+
     folder: str = "{model}"  # the run folder's name, formatted with the config's fields
 
     def hyperparameters(self, cfg):
-        return dict(self.defaults, **{k: getattr(cfg, k) for k in self.options})
+        return dict(self.defaults, **{o.name: cfg.options.get(o.name, o.default) for o in self.options})
 
 
 def baseline(cfg, hp):
@@ -102,7 +120,11 @@ DETECTORS = {
     "baseline": Detector(baseline, "the study's CNN", BASELINE),
     "resnet": Detector(resnet, "the strong from-scratch recipe", RESNET, RESNET_EPOCHS, resnet_recipe),
     "backbone": Detector(backbone, "a keras.applications network (--backbone, --weights) with a new head", BACKBONE,
-                         recipe=backbone_recipe, warmup=backbone_warmup, options=("backbone", "weights"),
+                         recipe=backbone_recipe, warmup=backbone_warmup, options=(
+                             Option("backbone", "efficientnetb0", "the keras.applications network",
+                                    choices=tuple(BACKBONES)),
+                             Option("weights", "imagenet", "imagenet (downloaded once into Keras's cache), none, or "
+                                                           "a weights file")),
                          folder="backbone-{backbone}"),
 }
 
@@ -123,7 +145,7 @@ def run_name(cfg):
     (--labels) sits beside its plain run."""
     if cfg.model not in DETECTORS:
         return cfg.model
-    name = DETECTORS[cfg.model].folder.format(**dataclasses.asdict(cfg))
+    name = DETECTORS[cfg.model].folder.format(**dataclasses.asdict(cfg), **cfg.options)
     name = name if cfg.augment is None else f"{name}-aug-{cfg.augment.replace(',', '-')}"
     # a run on part of the labels is one point of a curve over label counts and seeds
     return name if cfg.labels is None else f"{name}-labels{cfg.labels}.seed{cfg.seed}"

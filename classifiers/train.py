@@ -14,14 +14,11 @@ import json
 import os
 import sys
 
-from classifiers.backbones import BACKBONES
 from classifiers.config import PRESETS, STRATEGIES, TUNERS, DetectorConfig
 from data.pipeline import AUGMENTATIONS, RESIZE_MODES
 from data.runtime import UserError, add_common_args, label_count, positive_int, run_main, setup
 
 SEARCH = "hpsearch"
-SEARCH_BUDGET = ("max_trials", "search_minutes")  # a larger budget extends a finished search
-NOT_MODEL_CONFIG = ("runs_dir", "strict", "retrain", "data_dir")  # the split's fingerprint stands for the data
 
 
 def parse_args(argv=None):
@@ -32,9 +29,9 @@ def parse_args(argv=None):
     p.add_argument("--model", choices=tuple(DETECTORS) + (SEARCH,), default="baseline",
                    help="; ".join(f"{name}: {d.help}" for name, d in DETECTORS.items())
                    + f"; {SEARCH}: a keras-tuner search over CNNs")
-    p.add_argument("--backbone", choices=tuple(BACKBONES), default="efficientnetb0", help="with --model backbone")
-    p.add_argument("--weights", default="imagenet",
-                   help="with --model backbone: imagenet (downloaded once into Keras's cache), none, or a file")
+    for option, models in detector_options().values():  # each detector's own settings, from its registry entry
+        p.add_argument(option.flag, dest=option.name, type=option.type, choices=option.choices,
+                       help=f"with --model {' or '.join(models)}: {option.help} (default: {option.default})")
     add_common_args(p)
     p.add_argument("--preset", choices=tuple(PRESETS), default="quick")
     p.add_argument("--image-size", type=positive_int, help="input side in pixels (preset decides by default)")
@@ -61,6 +58,30 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def detector_options():
+    """{name: (Option, [models that read it])} of every registered detector's own settings."""
+    from classifiers.registry import DETECTORS
+
+    out = {}
+    for model, detector in DETECTORS.items():
+        for option in detector.options:
+            out.setdefault(option.name, (option, []))[1].append(model)
+    return out
+
+
+def own_options(args, detector):
+    """{option: value} of the chosen detector's own settings (given, else its default); an option of another
+    detector given with it is refused in one line."""
+    own = {o.name: o for o in (detector.options if detector else ())}
+    stray = [name for name, (option, models) in detector_options().items()
+             if name not in own and getattr(args, name, None) is not None]
+    if stray:
+        owners = detector_options()[stray[0]][1]
+        raise UserError(f"--{stray[0].replace('_', '-')} is an option of --model {' or '.join(owners)}, "
+                        f"not of --model {args.model}")
+    return {name: (o.default if getattr(args, name) is None else getattr(args, name)) for name, o in own.items()}
+
+
 def augment_list(text):
     names = [a.strip() for a in text.split(",") if a.strip()]
     unknown = [a for a in names if a not in AUGMENTATIONS + ("none",)]
@@ -78,7 +99,7 @@ def resolve_config(args):
         resize_mode=args.resize_mode, tuner=args.tuner, strategy=args.strategy, seed=args.seed,
         precision=args.precision, runs_dir=args.runs_dir, experiment=args.experiment, data_dir=args.data_dir,
         strict=args.strict, retrain=args.retrain, augment=args.augment, labels=args.labels,
-        **({"backbone": args.backbone, "weights": args.weights} if args.model == "backbone" else {}))
+        options=own_options(args, DETECTORS.get(args.model)))
     detector = DETECTORS.get(args.model)
     if (args.augment is not None or args.labels is not None) and detector is None:
         raise UserError(f"--augment and --labels are for a registered detector, not the search ({SEARCH})")
@@ -95,10 +116,8 @@ def keep_finished_run(cfg, manifest):
     from classifiers.registry import run_name
     from data.runs import experiment_dir, finished_run
 
-    search_only = () if cfg.model == SEARCH else ("tuner", "search_epochs") + SEARCH_BUDGET
     folder = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), run_name(cfg))
-    return finished_run(folder, cfg.record(), manifest, cfg.retrain, ignore=NOT_MODEL_CONFIG + search_only,
-                        allowed=SEARCH_BUDGET if cfg.model == SEARCH else ()) is not None
+    return finished_run(folder, cfg, manifest, role="search" if cfg.model == SEARCH else "detector") is not None
 
 
 def main(argv=None):

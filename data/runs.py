@@ -160,15 +160,17 @@ def read_run(folder):
     return info
 
 
-def run_differences(info, cfg, manifest, ignore=(), gan_created=None, implicit=None):
+def run_differences(info, cfg, manifest, role=None, gan_created=None):
     """What differs between a finished run and the configuration about to train it: ['epochs 8 -> 10', ...].
-    implicit: settings added after runs were written, with the value a run.json that lacks them was made with."""
-    def comparable(config):
-        config = {k: v for k, v in (config or {}).items() if k not in ignore}
-        return json.loads(json.dumps(config, sort_keys=True, default=str))
-
-    old, new = comparable(dict(implicit or {}, **(info.get("config") or {}))), comparable(cfg)
-    out = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    Compared: the settings cfg declares part of a `role` run's identity (CommandConfig.identity), the split,
+    and for a run fine-tuned from a GAN, which GAN (its creation stamp)."""
+    recorded = info.get("config") or {}
+    normal = (lambda v: json.loads(json.dumps(v, sort_keys=True, default=str)))
+    out = []
+    for key, (value, before_it_existed) in sorted(cfg.identity(role).items()):
+        old, new = normal(recorded.get(key, before_it_existed)), normal(value)
+        if old != new:
+            out.append(f"{key} {old!r} -> {new!r}")
     if info.get("split_fingerprint") != manifest["fingerprint"]:
         out.append("another split")
     if gan_created is not None and (info.get("gan") or {}).get("created") != gan_created:
@@ -176,27 +178,27 @@ def run_differences(info, cfg, manifest, ignore=(), gan_created=None, implicit=N
     return out
 
 
-def finished_run(folder, cfg, manifest, retrain=False, ignore=("runs_dir", "strict"), gan_created=None,
-                 allowed=(), implicit=None):
+def finished_run(folder, cfg, manifest, role=None, gan_created=None):
     """What to do with a finished run of the model about to be trained: the one policy of every command.
 
     Returns its run.json when this very configuration made it on this split (kept, and said in one line),
     None when there is nothing finished or --retrain was given (train), and raises UserError naming the
     difference and the two ways out otherwise: a finished run is never silently replaced. Differences
-    only in `allowed` keys (a search's budget, which extends it) also return None."""
+    only in settings that extend a run (a search's budget) also return None. Which settings count is
+    declared on the configuration's fields (data.runtime.setting)."""
     try:
         info = read_run(folder)
     except BrokenRun:
         return None
-    if retrain:
+    if cfg.retrain:
         print(f"{os.path.basename(folder)}: --retrain: the finished run in {folder} is replaced when this one finishes")
         return None
-    differences = run_differences(info, cfg, manifest, ignore, gan_created, implicit)
+    differences = run_differences(info, cfg, manifest, role, gan_created)
     if not differences:
         print(f"{os.path.basename(folder)}: already trained with this configuration ({folder}); kept "
               "(--retrain trains it again)")
         return info
-    if all(d.split(" ", 1)[0] in allowed for d in differences):
+    if all(d.split(" ", 1)[0] in cfg.extending() for d in differences):
         return None
     raise UserError(f"{folder} was trained with another configuration ({'; '.join(differences)}); to keep it and "
                     "train this one too use a new --experiment, or pass --retrain to replace it")

@@ -94,21 +94,48 @@ def setup(seed, precision="auto", deterministic=True):
     return policy
 
 
+def setting(default=dataclasses.MISSING, *, identity=True, roles=None, extends=False, added_later=dataclasses.MISSING):
+    """A configuration field that says what it means for a finished run (read by data.runs.finished_run):
+    identity=False: how the command ran, not what a run is (runs_dir, --retrain): never compared;
+    roles: the kinds of run it shapes (e.g. a GAN's settings shape the GAN and the detectors fine-tuned from
+        it); compared only for those (None: every kind);
+    extends: a different value carries a finished run on instead of conflicting (a search's budget);
+    added_later: the value a run recorded before the setting existed was made with."""
+    meta = {"identity": identity, "roles": roles, "extends": extends}
+    if added_later is not dataclasses.MISSING:
+        meta["added_later"] = added_later
+    return dataclasses.field(default=default, metadata=meta)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CommandConfig:
     """What every training command's configuration holds (the flags of add_common_args, and --retrain), and
-    how it is recorded. classifiers.config.DetectorConfig and gan.config.GanConfig add their own settings."""
+    how it is recorded. classifiers.config.DetectorConfig and gan.config.GanConfig add their own settings;
+    each declares with setting() what it means for a run's identity."""
     seed: int = DEFAULT_SEED
     precision: str = "auto"
-    runs_dir: str = DEFAULT_RUNS_DIR
-    experiment: str = DEFAULT_EXPERIMENT
-    data_dir: Optional[str] = None
-    strict: bool = False
-    retrain: bool = False
+    runs_dir: str = setting(DEFAULT_RUNS_DIR, identity=False)
+    experiment: str = setting(DEFAULT_EXPERIMENT, identity=False)  # where the run is, like runs_dir
+    data_dir: Optional[str] = setting(None, identity=False)  # the split's fingerprint stands for the data
+    strict: bool = setting(False, identity=False)
+    retrain: bool = setting(False, identity=False)
 
     def record(self):
         """The settings run.json keeps: every field but runs_dir (which says where, not what)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "runs_dir"}
+
+    def identity(self, role=None):
+        """{setting: (value now, value of a record that lacks it)} of what makes a run of `role` this run."""
+        out = {}
+        for f in dataclasses.fields(self):
+            roles = f.metadata.get("roles")
+            if f.metadata.get("identity", True) and (roles is None or role in roles):
+                out[f.name] = (getattr(self, f.name), f.metadata.get("added_later"))
+        return out
+
+    def extending(self):
+        """The settings whose change carries a finished run on (a larger search budget extends the search)."""
+        return tuple(f.name for f in dataclasses.fields(self) if f.metadata.get("extends"))
 
 
 def add_common_args(parser, data=True):

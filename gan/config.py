@@ -9,7 +9,7 @@ import dataclasses
 import os
 from typing import Optional
 
-from data.runtime import CommandConfig, UserError
+from data.runtime import DEFAULT_SEED, CommandConfig, UserError, setting
 
 PRESETS = {
     # quick: a real attempt on 2 CPU cores, about 15 minutes of GAN training (10,000 steps at ~12 steps/s
@@ -45,34 +45,45 @@ def probe_features(value):
     raise argparse.ArgumentTypeError(f"{value!r}: choose last, pooled or blockN (e.g. block3)")
 
 
+# The runs a setting of the GAN shapes: the GAN itself ("gan") and the detectors fine-tuned from it
+# ("finetune"; "probe" for the linear probe, which also reads --probe-features). The label-free detectors
+# ("label-free") are read off the finished GAN and known by it alone (its creation stamp), and the input size.
+STAGES = ("gan", "finetune", "probe")
+FINETUNE = ("finetune", "probe")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GanConfig(CommandConfig):
+    seed: int = setting(DEFAULT_SEED, roles=STAGES)
+    precision: str = setting("auto", roles=STAGES)
     # stage 1, the GAN
     image_size: int
-    gan_steps: int  # whole rounds of sample_every
-    gan_minutes: float  # 0: the steps alone decide
-    sample_every: int
-    gan_batch_size: int
-    diffaugment: str  # comma-separated policy, or "none"
-    ema_decay: float
-    spectral_norm: bool
-    label_smoothing: float
-    instance_noise: float
-    discriminator: str = "dcgan"  # gan.models.DISCRIMINATORS: Radford et al.'s, or the resnet recipe's network
-    r1_gamma: float = 0.0  # R1 gradient penalty on real faces; R1_GAMMA[discriminator] unless given
+    gan_steps: int = setting(roles=STAGES)  # whole rounds of sample_every
+    gan_minutes: float = setting(roles=STAGES)  # 0: the steps alone decide
+    sample_every: int = setting(roles=STAGES)
+    gan_batch_size: int = setting(roles=STAGES)
+    diffaugment: str = setting(roles=STAGES)  # comma-separated policy, or "none"
+    ema_decay: float = setting(roles=STAGES)
+    spectral_norm: bool = setting(roles=STAGES)
+    label_smoothing: float = setting(roles=STAGES)
+    instance_noise: float = setting(roles=STAGES)
+    # gan.models.DISCRIMINATORS: Radford et al.'s, or the resnet recipe's network
+    discriminator: str = setting("dcgan", roles=STAGES, added_later="dcgan")
+    # R1 gradient penalty on real faces; R1_GAMMA[discriminator] unless given
+    r1_gamma: float = setting(0.0, roles=STAGES, added_later=0.0)
+    gan_data: str = setting("real", roles=STAGES)
+    latent_dim: int = setting(128, roles=STAGES)  # gan.models.LATENT_DIM (resolve_config sets it from there)
+    preset: str = setting("quick", roles=STAGES)
     # stage 2, the detectors fine-tuned from its discriminator
-    head_epochs: int
-    finetune_epochs: int
-    batch_size: int
-    seeds: int
-    probe_features: str
-    # how the command runs
-    preset: str = "quick"
-    stage: str = "all"
-    gan_data: str = "real"
-    latent_dim: int = 128  # gan.models.LATENT_DIM (resolve_config sets it from there)
-    inception_weights: Optional[str] = None
-    labels: Optional[str] = None  # stage 2 on part of the labelled training images (data.runtime.label_count)
+    head_epochs: int = setting(roles=FINETUNE)
+    finetune_epochs: int = setting(roles=FINETUNE)
+    batch_size: int = setting(roles=FINETUNE)
+    probe_features: str = setting(roles=("probe",))
+    labels: Optional[str] = setting(None, roles=FINETUNE)  # part of the labelled training images (label_count)
+    # how the command runs: each seed's run stands alone, and the stages run are a choice of this command
+    seeds: int = setting(identity=False)
+    stage: str = setting("all", identity=False)
+    inception_weights: Optional[str] = setting(None, identity=False)  # a feature space for the record's KID
 
     @property
     def gan_name(self):
@@ -88,6 +99,12 @@ class GanConfig(CommandConfig):
     def augment_policy(self):
         """DiffAugment's operations, in order."""
         return () if self.diffaugment == "none" else tuple(self.diffaugment.split(","))
+
+
+def recorded_config(config):
+    """A run.json's config with the settings added after it was written, at the value it was made with."""
+    later = {f.name: f.metadata["added_later"] for f in dataclasses.fields(GanConfig) if "added_later" in f.metadata}
+    return dict(later, **config)
 
 
 def resolve_config(args):

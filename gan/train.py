@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from data.runtime import UserError, add_common_args, label_count, positive_int, run_main, setup
-from gan.config import PRESETS, R1_GAMMA, probe_features, resolve_config
+from gan.config import PRESETS, R1_GAMMA, probe_features, recorded_config, resolve_config
 from gan.models import DISCRIMINATORS
 from gan.label_free import LABEL_FREE_ROLES, ONE_CLASS, ZERO_SHOT
 
@@ -43,12 +43,6 @@ FINETUNE_LEARNING_RATE = 1e-4
 HEAD_DROPOUT = 0.2
 SAMPLE_GRID = 32  # fixed latent vectors drawn every round
 # settings added after runs were written, with the value a run.json without them was made with
-SETTINGS_ADDED_LATER = {"discriminator": "dcgan", "r1_gamma": 0.0}
-# settings that say how a command was run, not what a stage makes: a finished stage is kept across them
-NOT_STAGE_CONFIG = ("runs_dir", "stage", "retrain", "strict", "inception_weights",
-                    "epochs", "strategy", "resize_mode")  # (the last three: in the records of older runs only)
-# settings the GAN itself never sees
-FINETUNE_ONLY = ("finetune_epochs", "head_epochs", "batch_size", "seeds", "probe_features", "labels")
 # stage 2's detectors per discriminator, each named GAN-ROLE: dcgan-discriminator, dcgan-resnet-scratch ...
 ROLES = {"dcgan": ("discriminator", "linear-probe", "scratch"), "resnet": ("discriminator", "scratch")}
 VARIANTS = tuple(f"dcgan-{role}" for role in ROLES["dcgan"])
@@ -116,14 +110,9 @@ def kept_run(cfg, manifest, name, gan_created=None):
     from data.runs import experiment_dir, finished_run
 
     final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), name)
-    if name == cfg.gan_name:
-        ignore = NOT_STAGE_CONFIG + FINETUNE_ONLY
-    elif name.endswith(LABEL_FREE_ROLES):  # read off the GAN alone (identity: gan_created below), no seed of their own
-        ignore = tuple(k for k in cfg.record() if k not in ("image_size", "precision"))
-    else:  # each seed's run stands alone; only the probe reads --probe-features
-        ignore = NOT_STAGE_CONFIG + ("seeds",) + (() if name.startswith("dcgan-linear-probe") else ("probe_features",))
-    return finished_run(final, cfg.record(), manifest, cfg.retrain, ignore=ignore, gan_created=gan_created,
-                        implicit=SETTINGS_ADDED_LATER)
+    role = ("gan" if name == cfg.gan_name else "label-free" if name.endswith(LABEL_FREE_ROLES) else
+            "probe" if name.startswith("dcgan-linear-probe") else "finetune")
+    return finished_run(final, cfg, manifest, role, gan_created=gan_created)
 
 
 def train_gan(cfg, data):
@@ -364,7 +353,7 @@ def variant_trunk(role, gan_dir, gan_info, probe_features):
     from gan.models import build_trunk, probe_trunk_of, trunk_of
 
     if role == "scratch":  # the GAN's discriminator as it was built, before a step of training
-        config = dict(SETTINGS_ADDED_LATER, **gan_info["config"])
+        config = recorded_config(gan_info["config"])
         return build_trunk(int(gan_info["image_size"]), config["discriminator"], config["spectral_norm"])
     try:
         discriminator = load_model_safely(os.path.join(gan_dir, "discriminator.keras"))

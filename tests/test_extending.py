@@ -13,6 +13,7 @@ from classifiers import registry
 from classifiers import train as train_cli
 from classifiers.layers import LogSpectrum, load_model_safely
 from data.runs import BrokenRun, read_run
+from data.runtime import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "16", "--batch-size", "16", "--epochs", "1"]
@@ -65,6 +66,38 @@ def test_the_help_lists_every_registered_detector(monkeypatch, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert all(name in out for name in ("baseline", "resnet", "backbone", "hpsearch", "spectrum"))
     assert "a CNN on the log spectrum" in out
+
+
+def test_a_detector_with_an_option_of_its_own_is_one_registry_entry(tiny_faces, tmp_path, monkeypatch, capsys):
+    """The option is in --help, in run.json, in the folder's name if the entry says so, and in the finished-run
+    check: the same value keeps the run, another is refused naming it."""
+    def spectrum_of_width(cfg, hp):
+        return spectrum_cnn(cfg, dict(hp, filters=hp["width"]))
+
+    option = registry.Option("width", 4, "filters of its one convolution", type=int)
+    monkeypatch.setitem(registry.DETECTORS, "spectrum", registry.Detector(
+        spectrum_of_width, "a CNN on the log spectrum", {"learning_rate": 1e-3}, options=(option,),
+        folder="spectrum-w{width}"))
+    with pytest.raises(SystemExit):
+        train_cli.parse_args(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--width WIDTH with --model spectrum: filters of its one convolution (default: 4)" in out
+    runs = str(tmp_path / "runs")
+    common = ["--model", "spectrum", "--data-dir", tiny_faces, "--runs-dir", runs] + TINY
+    assert train_cli.main(common + ["--width", "6"]) == 0
+    info = read_run(os.path.join(runs, "default", "spectrum-w6"))
+    assert info["config"]["width"] == 6 and info["hyperparameters"]["width"] == 6
+    capsys.readouterr()
+    assert train_cli.main(common + ["--width", "6"]) == 0
+    assert "spectrum-w6: already trained with this configuration" in capsys.readouterr().out
+    # the folder's name comes from the option here; an entry that keeps one folder has the check say it
+    monkeypatch.setitem(registry.DETECTORS, "spectrum", registry.Detector(
+        spectrum_of_width, "a CNN on the log spectrum", {"learning_rate": 1e-3}, options=(option,),
+        folder="spectrum-w6"))
+    with pytest.raises(UserError, match="width 6 -> 8"):
+        train_cli.main(common + ["--width", "8"])
+    with pytest.raises(UserError, match="--width is an option of --model spectrum, not of --model baseline"):
+        train_cli.main(["--model", "baseline", "--width", "8", "--data-dir", tiny_faces, "--runs-dir", runs])
 
 
 def test_log_spectrum_is_the_centred_log_magnitude_of_the_fourier_transform():
