@@ -1,12 +1,14 @@
-"""The one place that turns a detector (a RunSpec: how to build and train it) and the experiment's split into
-a finished run folder, runs/<experiment>/<name>/: model.keras, run.json, split.json, logs/.
+"""The one place that turns a run description (a RunSpec: how to build and train it) and the experiment's
+split into a finished run folder, runs/<experiment>/<name>/: the model's files, run.json, split.json, logs/.
 
-Every trainer of the kit comes here - the CLI's detectors, the search's winner, the GAN's fine-tuned
-discriminators - so every run folder has the same shape and compare needs nothing else. In order:
-the model's lock (two commands never train into one folder); the model built inside the tf.distribute
-strategy's scope; the warm-up phases (e.g. a new head alone on a pretrained trunk), unless a checkpoint
-says they are done; the main phase with an epoch checkpoint, a progress file and TensorBoard; model.keras;
-the validation figures and threshold; run.json last, and the folder renamed into place.
+Every trainer of the kit comes here - the CLI's detectors, the search's winner and its baseline fallback,
+the GAN and its fine-tuned discriminators - so every run folder has the same shape and compare needs
+nothing else. In order: the model's lock (two commands never train into one folder); the model built
+inside the tf.distribute strategy's scope; the warm-up phases (e.g. a new head alone on a pretrained
+trunk), unless a checkpoint says they are done; the main phase with an epoch checkpoint, a progress file
+and TensorBoard; the model's files; the validation figures and threshold; run.json last, and the folder
+renamed into place. A trainer with other artefacts (the GAN: its own data and rounds of steps, three
+networks, a quality record) says so through the RunSpec's hooks, never through a copy of this life cycle.
 """
 import contextlib
 import dataclasses
@@ -46,6 +48,18 @@ class RunSpec:
     callbacks: tuple = ()  # more Keras callbacks for the main phase
     extra: Optional[Mapping] = None  # more run.json entries
     evaluate: Optional[Callable] = None  # evaluate(trained model) -> more run.json entries, measured at the end
+    # -- hooks of a trainer that is not a detector fitted on labelled faces (the defaults are a detector's)
+    kind: str = "detector"  # run.json "kind": compare judges detectors
+    unit: str = "epoch"  # what one fit() epoch is called in the progress lines: the GAN's "round" of steps
+    contents: str = "weights and optimizer"  # what its checkpoint holds, as the resume line says
+    prepare: Optional[Callable] = None  # prepare(work folder): before anything is built
+    fit: Optional[Callable] = None  # fit(model, work, progress, checkpoint): the main phase, its own way
+    save: Optional[Callable] = None  # save(model, work): its files (default: model.keras)
+    record: Optional[Callable] = None  # record(model, progress state, resumed from) -> run.json after the header
+    announce: Optional[Callable] = None  # announce(run.json, folder): its last lines (default: validation AUC)
+    # accept(run.json) -> False: the run is not put in place (the search's winner that lost to its baseline),
+    # its work folder is left for the caller to write the run another way
+    accept: Optional[Callable] = None
 
 
 class SplitData(NamedTuple):
@@ -180,14 +194,18 @@ def _train_and_write(spec, cfg, data, strategy, chief):
     final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), spec.name)
     work = partial_dir(cfg.runs_dir, cfg.experiment, spec.name) if chief else tempfile.mkdtemp(prefix="worker-")
     os.makedirs(work, exist_ok=True)
-    checkpoint = EpochCheckpoint(os.path.join(work, "backup"), spec.name, spec.epochs)
+    if spec.prepare:
+        spec.prepare(work)
+    checkpoint = EpochCheckpoint(os.path.join(work, "backup"), spec.name, spec.epochs, spec.contents, spec.unit)
     progress = ProgressFile(os.path.join(work, "progress.json"))
     started = time.time()
     model = built_and_warmed_up(spec, cfg, data, strategy, work)
     warmup_seconds = time.time() - started
-    if spec.epochs:  # a detector fitted without gradient steps (a one-class score) has no main phase
+    if spec.epochs and spec.fit:
+        spec.fit(model, work, progress, checkpoint)
+    elif spec.epochs:  # a detector fitted without gradient steps (a one-class score) has no main phase
         fit_main_phase(model, spec, cfg, data, strategy, work, [progress.callback(), checkpoint], chief)
-    save_model(model, work)
+    (spec.save or save_model)(model, work)
     if not chief:
         shutil.rmtree(work, ignore_errors=True)
         print(f"{spec.name}: this worker is done; the chief writes the run folder")
@@ -197,13 +215,24 @@ def _train_and_write(spec, cfg, data, strategy, chief):
 
         model = keras.saving.load_model(os.path.join(work, "model.keras"), compile=False)
     write_json_atomic(os.path.join(work, "split.json"), data.manifest)
-    info = run_record(spec, cfg, data, model, progress.state, checkpoint.resumed_from, warmup_seconds, strategy)
+    if spec.record:
+        info = record_header(spec.name, spec.kind, cfg, data.manifest, len(data.train[1]),
+                             progress.state["seconds"] + warmup_seconds)
+        info.update(spec.record(model, progress.state, checkpoint.resumed_from))
+    else:
+        info = run_record(spec, cfg, data, model, progress.state, checkpoint.resumed_from, warmup_seconds, strategy)
+    if spec.accept and not spec.accept(info):
+        return None, info
     if os.path.exists(progress.path):  # none where there was no main phase
         os.remove(progress.path)
     finish_run(work, final, info)
-    print(f"{spec.name}: validation AUC {info['validation']['auc']:.4f}, accuracy {info['validation']['accuracy']:.4f} "
-          f"(at 0.5), {info['train_seconds']:.0f}s training, run folder {final}")
+    (spec.announce or announce_detector)(info, final)
     return final, info
+
+
+def announce_detector(info, final):
+    print(f"{info['model']}: validation AUC {info['validation']['auc']:.4f}, accuracy "
+          f"{info['validation']['accuracy']:.4f} (at 0.5), {info['train_seconds']:.0f}s training, run folder {final}")
 
 
 def built_and_warmed_up(spec, cfg, data, strategy, work):

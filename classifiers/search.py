@@ -16,7 +16,7 @@ import time
 
 from classifiers.config import PRESETS
 from classifiers.registry import BASELINE, DETECTORS, augmentations, detector_spec
-from classifiers.runner import train_run, training_steps, verbosity
+from classifiers.runner import RunSpec, train_run, training_steps, verbosity
 from data.pipeline import make_dataset
 from data.runs import experiment_dir, partial_dir, run_lock
 from data.runtime import UserError
@@ -202,7 +202,7 @@ def _search_and_retrain(cfg, data, strategy, chief):
     reference_folder, reference = baseline_reference(cfg, data, strategy, chief)
     if hp == BASELINE:
         print(f"search: best of {len(table)} trial(s) is the baseline's configuration; keeping the baseline")
-        return keep_baseline(cfg, reference_folder, reference, search, "the baseline's configuration won "
+        return keep_baseline(cfg, data, reference_folder, reference, search, "the baseline's configuration won "
                              "the search")
     print(f"search: best of {len(table)} trial(s): {hp}; retraining it on the training split")
     keras.backend.clear_session()
@@ -212,14 +212,17 @@ def _search_and_retrain(cfg, data, strategy, chief):
     best_epoch = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=cfg.epochs,
                                                restore_best_weights=True)
     spec = detector_spec(cfg, data.train[1], detector=SEARCHED, hp=hp)  # named hpsearch, after cfg.model
-    final, info = train_run(dataclasses.replace(spec, callbacks=(best_epoch,), extra={"search": search}), cfg, data,
-                            strategy, chief)
-    if info is None or info["validation"]["auc"] > reference["validation"]["auc"]:
+    # a winner that does not beat the baseline is never put in place, not even for a moment: a kill before the
+    # baseline replaced it would leave a search that returned less than its baseline
+    beats_baseline = (lambda record: record["validation"]["auc"] > reference["validation"]["auc"])
+    final, info = train_run(dataclasses.replace(spec, callbacks=(best_epoch,), extra={"search": search},
+                                                accept=beats_baseline), cfg, data, strategy, chief)
+    if info is None or final is not None:
         return final, info
     note = (f"the retrained winner reached validation AUC {info['validation']['auc']:.4f}, not above the baseline's "
             f"{reference['validation']['auc']:.4f}: the baseline is kept")
     print(f"search: {note}")
-    return keep_baseline(cfg, reference_folder, reference, dict(search, rejected_winner={
+    return keep_baseline(cfg, data, reference_folder, reference, dict(search, rejected_winner={
         "hyperparameters": hp, "validation": info["validation"], "resumed_from_epoch": info["resumed_from_epoch"]}),
         note)
 
@@ -253,24 +256,26 @@ def baseline_reference(cfg, data, strategy, chief):
     return train_run(detector_spec(budget, data.train[1], name=name), budget, data, strategy, chief)
 
 
-def keep_baseline(cfg, reference_folder, reference, search, note):
-    """hpsearch/ as the baseline's very model (so never below it), with the search's record and trial logs."""
-    with run_lock(cfg.runs_dir, cfg.experiment, "hpsearch"):
-        return _keep_baseline(cfg, reference_folder, reference, search, note)
+def keep_baseline(cfg, data, reference_folder, reference, search, note):
+    """hpsearch/ as the baseline's very model (so never below it), with the search's record and trial logs:
+    a run without training, written by the runner like every other."""
+    from classifiers.layers import load_model_safely
 
+    def carry_trial_logs(work):
+        """The trials' logs stay (the lost winner's work folder holds them, an extended search's run too);
+        the lost winner's own training curves go: this run is the baseline's model."""
+        logs = os.path.join(work, "logs")
+        for name in os.listdir(logs) if os.path.isdir(logs) else ():
+            if name != "search":
+                shutil.rmtree(os.path.join(logs, name), ignore_errors=True)
+        os.makedirs(os.path.join(logs, "search"), exist_ok=True)
+        keep_earlier_trial_logs(cfg, os.path.join(logs, "search"))
 
-def _keep_baseline(cfg, reference_folder, reference, search, note):
-    from data.runs import finish_run
-
-    work = partial_dir(cfg.runs_dir, cfg.experiment, "hpsearch")
-    search_logs = os.path.join(work, "logs", "search")
-    os.makedirs(search_logs, exist_ok=True)
-    shutil.copy2(os.path.join(reference_folder, "model.keras"), os.path.join(work, "model.keras"))
-    shutil.copy2(os.path.join(reference_folder, "split.json"), os.path.join(work, "split.json"))
-    keep_earlier_trial_logs(cfg, search_logs)  # a retrained winner that lost was finished there meanwhile
-    info = dict(reference, model="hpsearch", config=cfg.record(),
-                search=dict(search, kept="baseline", note=note), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), "hpsearch")
-    finish_run(work, final, info)
-    print(f"hpsearch: {note}; validation AUC {info['validation']['auc']:.4f}, run folder {final}")
-    return final, info
+    baseline_record = {k: v for k, v in reference.items() if k not in ("model", "created", "config")}
+    spec = RunSpec(name="hpsearch", build=lambda: load_model_safely(os.path.join(reference_folder, "model.keras")),
+                   compile=lambda model: model, epochs=0, hyperparameters=reference.get("hyperparameters", {}),
+                   prepare=carry_trial_logs,
+                   record=lambda *_: dict(baseline_record, search=dict(search, kept="baseline", note=note)),
+                   announce=lambda info, final: print(f"hpsearch: {note}; validation AUC "
+                                                      f"{info['validation']['auc']:.4f}, run folder {final}"))
+    return train_run(spec, cfg, data)

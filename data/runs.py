@@ -160,10 +160,11 @@ def read_run(folder):
     return info
 
 
-def run_differences(info, cfg, manifest, role=None, gan_created=None):
+def run_differences(info, cfg, manifest, role=None, made_from=None):
     """What differs between a finished run and the configuration about to train it: ['epochs 8 -> 10', ...].
     Compared: the settings cfg declares part of a `role` run's identity (CommandConfig.identity), the split,
-    and for a run fine-tuned from a GAN, which GAN (its creation stamp)."""
+    and for a run made from another run (a detector fine-tuned from the GAN: made_from=("gan", its
+    creation stamp)), whether that run is still the one in place."""
     recorded = info.get("config") or {}
     normal = (lambda v: json.loads(json.dumps(v, sort_keys=True, default=str)))
     out = []
@@ -173,12 +174,12 @@ def run_differences(info, cfg, manifest, role=None, gan_created=None):
             out.append(f"{key} {old!r} -> {new!r}")
     if info.get("split_fingerprint") != manifest["fingerprint"]:
         out.append("another split")
-    if gan_created is not None and (info.get("gan") or {}).get("created") != gan_created:
-        out.append("fine-tuned from another GAN than the one now in place")
+    if made_from is not None and (info.get(made_from[0]) or {}).get("created") != made_from[1]:
+        out.append(f"made from another {made_from[0]} run than the one now in place")
     return out
 
 
-def finished_run(folder, cfg, manifest, role=None, gan_created=None):
+def finished_run(folder, cfg, manifest, role=None, made_from=None):
     """What to do with a finished run of the model about to be trained: the one policy of every command.
 
     Returns its run.json when this very configuration made it on this split (kept, and said in one line),
@@ -193,7 +194,7 @@ def finished_run(folder, cfg, manifest, role=None, gan_created=None):
     if cfg.retrain:
         print(f"{os.path.basename(folder)}: --retrain: the finished run in {folder} is replaced when this one finishes")
         return None
-    differences = run_differences(info, cfg, manifest, role, gan_created)
+    differences = run_differences(info, cfg, manifest, role, made_from)
     if not differences:
         print(f"{os.path.basename(folder)}: already trained with this configuration ({folder}); kept "
               "(--retrain trains it again)")

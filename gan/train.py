@@ -112,17 +112,17 @@ def kept_run(cfg, manifest, name, gan_created=None):
     final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), name)
     role = ("gan" if name == cfg.gan_name else "label-free" if name.endswith(LABEL_FREE_ROLES) else
             "probe" if name.startswith("dcgan-linear-probe") else "finetune")
-    return finished_run(final, cfg, manifest, role, gan_created=gan_created)
+    return finished_run(final, cfg, manifest, role, made_from=gan_created and ("gan", gan_created))
 
 
 def train_gan(cfg, data):
     """Stage 1. Writes runs/<experiment>/<cfg.gan_name>/ unless this configuration's GAN is there; its folder."""
-    from data.runs import experiment_dir, run_lock
+    from classifiers.runner import train_run
+    from data.runs import experiment_dir
 
-    with run_lock(cfg.runs_dir, cfg.experiment, cfg.gan_name):
-        if kept_run(cfg, data.manifest, cfg.gan_name) is None:
-            return _train_gan(cfg, data)
-        return os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), cfg.gan_name)
+    if kept_run(cfg, data.manifest, cfg.gan_name) is None:
+        return train_run(GanTraining(cfg, data).spec(), cfg, data)[0]
+    return os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), cfg.gan_name)
 
 
 def make_gan(cfg):
@@ -199,76 +199,86 @@ class StepBudget:
         return _Budget()
 
 
-def _train_gan(cfg, data):
-    import keras
+class GanTraining:
+    """Stage 1 as the runner's hooks (classifiers.runner.RunSpec): the GAN learns from its own images in rounds
+    of steps under a step and a minute budget, leaves three networks, and records its steps and quality."""
 
-    from classifiers.checkpoint import EpochCheckpoint
-    from classifiers.runner import ProgressFile
-    from data.runs import partial_dir
-    from gan.dcgan import SampleGrid
-    from gan.quality import QualityJudge
+    def __init__(self, cfg, data):
+        (x, y), val = data.train, data.val
+        self.cfg, self.reals, self.val_reals = cfg, x[y == 0], val[0][val[1] == 0]
+        self.images = x if cfg.gan_data == "all" else self.reals
+        self.judge = self.ceiling = self.budget = None
 
-    (x, y), val = data.train, data.val
-    images = x if cfg.gan_data == "all" else x[y == 0]
-    work = partial_dir(cfg.runs_dir, cfg.experiment, cfg.gan_name)
-    os.makedirs(work, exist_ok=True)
-    rounds = cfg.gan_steps // cfg.sample_every
-    print(f"{cfg.gan_name}: {cfg.gan_steps:,} steps ({rounds} rounds of {cfg.sample_every}"
-          + (f", at most {cfg.gan_minutes:g} min" if cfg.gan_minutes else "") + f") on {len(images):,} "
-          f"{'real ' if cfg.gan_data == 'real' else ''}training images at {cfg.image_size}px, "
-          f"DiffAugment {cfg.diffaugment}, generator average {cfg.ema_decay:g}, {cfg.discriminator} discriminator"
-          + (f", R1 {cfg.r1_gamma:g}" if cfg.r1_gamma else ""))
-    gan = make_gan(cfg)
-    judge = QualityJudge(cfg.runs_dir, cfg.experiment, x[y == 0], val[0][val[1] == 0], cfg.seed,
-                         cfg.inception_weights)
-    ceiling = step0_quality(work, gan, judge, cfg)
-    progress = ProgressFile(os.path.join(work, "progress.json"))
-    budget = StepBudget(cfg, progress, judge)
-    checkpoint = EpochCheckpoint(os.path.join(work, "backup"), cfg.gan_name, rounds,
-                                 "both networks, the averaged generator and both optimizers", unit="round")
-    z_fixed = np.random.default_rng(cfg.seed).normal(size=(SAMPLE_GRID, cfg.latent_dim)).astype("float32")
-    callbacks = [budget.callback(), progress.callback(), checkpoint,
-                 keras.callbacks.TensorBoard(os.path.join(work, "logs")),
-                 SampleGrid(z_fixed, os.path.join(work, "logs"), os.path.join(work, "samples"))]
-    gan.fit(gan_dataset(images, cfg.gan_batch_size, cfg.seed).repeat(), steps_per_epoch=cfg.sample_every,
-            epochs=rounds, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0, shuffle=False)
-    return finish_gan(cfg, data.manifest, gan, judge, ceiling, progress, checkpoint, budget.stopped_by, len(images))
+    def spec(self):
+        from classifiers.runner import RunSpec
 
+        cfg = self.cfg
+        return RunSpec(name=cfg.gan_name, kind="gan", build=lambda: make_gan(cfg), compile=lambda gan: gan,
+                       epochs=cfg.gan_steps // cfg.sample_every, hyperparameters={}, unit="round",
+                       contents="both networks, the averaged generator and both optimizers",
+                       fit=self.fit, save=self.save, record=self.record, announce=self.announce)
 
-def finish_gan(cfg, manifest, gan, judge, ceiling, progress, checkpoint, stopped_by, train_images):
-    """Save both networks (the averaged generator as generator.keras), measure quality, write run.json."""
-    from classifiers.checkpoint import ensure_room_for
-    from classifiers.runner import epochs_in_order, record_header
-    from data.runs import experiment_dir, finish_run, partial_dir, write_atomic, write_json_atomic
-    from gan.quality import describe, sample
+    def fit(self, gan, work, progress, checkpoint):
+        import keras
 
-    work = partial_dir(cfg.runs_dir, cfg.experiment, cfg.gan_name)
-    final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), cfg.gan_name)
-    ensure_room_for(work, gan, "the generators and discriminator")
-    for name, net in (("generator", gan.ema_generator), ("generator_raw", gan.generator),
-                      ("discriminator", gan.discriminator)):
-        write_atomic(os.path.join(work, f"{name}.keras"), net.save)
-    quality = judge.summary(sample(gan.ema_generator, cfg.latent_dim, seed=cfg.seed + 1), ceiling)
-    write_json_atomic(os.path.join(work, "split.json"), manifest)
-    info = record_header(cfg.gan_name, "gan", cfg, manifest, train_images, progress.state["seconds"])
-    info.update({
-        "steps_completed": int(gan.g_optimizer.iterations.numpy()), "stopped_by": stopped_by,
-        "epochs_completed": len(progress.state["epochs"]), "resumed_from_round": checkpoint.resumed_from or None,
-        "generator_file": "generator.keras holds the averaged (EMA) generator; generator_raw.keras the trained one",
-        "params": {"generator": int(gan.generator.count_params()),
-                   "discriminator": int(gan.discriminator.count_params())},
-        "quality": quality,
-        "history": [dict(round=e, steps=e * cfg.sample_every, **m) for e, m in epochs_in_order(progress.state)],
-    })
-    os.remove(progress.path)
-    finish_run(work, final, info)
-    note = (f"; the baseline calls {quality['baseline_calls_fake']:.0%} of its faces fake"
-            if "baseline_calls_fake" in quality else "")
-    print(f"{cfg.gan_name}: {info['steps_completed']:,} steps in {info['train_seconds'] / 60:.1f} min{note}; samples in "
-          f"{final}/samples/")
-    for line in describe(quality):
-        print(f"{cfg.gan_name}: {line}")
-    return final
+        from gan.dcgan import SampleGrid
+        from gan.quality import QualityJudge
+
+        cfg, rounds = self.cfg, self.cfg.gan_steps // self.cfg.sample_every
+        print(f"{cfg.gan_name}: {cfg.gan_steps:,} steps ({rounds} rounds of {cfg.sample_every}"
+              + (f", at most {cfg.gan_minutes:g} min" if cfg.gan_minutes else "") + f") on {len(self.images):,} "
+              f"{'real ' if cfg.gan_data == 'real' else ''}training images at {cfg.image_size}px, "
+              f"DiffAugment {cfg.diffaugment}, generator average {cfg.ema_decay:g}, {cfg.discriminator} "
+              "discriminator" + (f", R1 {cfg.r1_gamma:g}" if cfg.r1_gamma else ""))
+        self.judge = QualityJudge(cfg.runs_dir, cfg.experiment, self.reals, self.val_reals, cfg.seed,
+                                  cfg.inception_weights)
+        self.ceiling = step0_quality(work, gan, self.judge, cfg)
+        self.budget = StepBudget(cfg, progress, self.judge)
+        z_fixed = np.random.default_rng(cfg.seed).normal(size=(SAMPLE_GRID, cfg.latent_dim)).astype("float32")
+        callbacks = [self.budget.callback(), progress.callback(), checkpoint,
+                     keras.callbacks.TensorBoard(os.path.join(work, "logs")),
+                     SampleGrid(z_fixed, os.path.join(work, "logs"), os.path.join(work, "samples"))]
+        gan.fit(gan_dataset(self.images, cfg.gan_batch_size, cfg.seed).repeat(), steps_per_epoch=cfg.sample_every,
+                epochs=rounds, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0, shuffle=False)
+
+    @staticmethod
+    def save(gan, work):
+        """Both networks, the averaged generator as generator.keras."""
+        from classifiers.checkpoint import ensure_room_for
+        from data.runs import write_atomic
+
+        ensure_room_for(work, gan, "the generators and discriminator")
+        for name, net in (("generator", gan.ema_generator), ("generator_raw", gan.generator),
+                          ("discriminator", gan.discriminator)):
+            write_atomic(os.path.join(work, f"{name}.keras"), net.save)
+
+    def record(self, gan, progress, resumed_from):
+        from classifiers.runner import epochs_in_order
+        from gan.quality import sample
+
+        cfg = self.cfg
+        return {
+            "train_images": len(self.images), "train_seconds": round(progress["seconds"], 2),
+            "steps_completed": int(gan.g_optimizer.iterations.numpy()), "stopped_by": self.budget.stopped_by,
+            "epochs_completed": len(progress["epochs"]), "resumed_from_round": resumed_from or None,
+            "generator_file": "generator.keras holds the averaged (EMA) generator; generator_raw.keras the trained one",
+            "params": {"generator": int(gan.generator.count_params()),
+                       "discriminator": int(gan.discriminator.count_params())},
+            "quality": self.judge.summary(sample(gan.ema_generator, cfg.latent_dim, seed=cfg.seed + 1), self.ceiling),
+            "history": [dict(round=e, steps=e * cfg.sample_every, **m) for e, m in epochs_in_order(progress)],
+        }
+
+    @staticmethod
+    def announce(info, final):
+        from gan.quality import describe
+
+        quality, name = info["quality"], info["model"]
+        note = (f"; the baseline calls {quality['baseline_calls_fake']:.0%} of its faces fake"
+                if "baseline_calls_fake" in quality else "")
+        print(f"{name}: {info['steps_completed']:,} steps in {info['train_seconds'] / 60:.1f} min{note}; samples in "
+              f"{final}/samples/")
+        for line in describe(quality):
+            print(f"{name}: {line}")
 
 
 def detector_from_trunk(trunk, image_size, name, dropout=HEAD_DROPOUT):
