@@ -6,18 +6,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUNS ?= runs
 EXPERIMENT ?= demo
-# The demo's resnet (12 epochs), search (Hyperband, at most 3 trials of up to 2 epochs) and GAN (600 steps)
+# The demo's resnet (8 epochs), search (Hyperband, at most 3 trials of up to 2 epochs) and GAN (400 steps)
 # are smaller than --preset quick's (30 epochs; 15 minutes / 30 trials of up to 12 epochs; 10,000 GAN steps or
-# 15 minutes) so that the whole job, install included, takes minutes on 2 cores; run the commands yourself for
-# the full quick preset. The GAN's detectors are the learning curve's: its discriminator and the scratch
-# control fine-tuned on 50 labelled faces and on all of them, two seeds each, beside the baseline's curve
-# (the full curve: docs/learning-curve.md). Two external synthetic sets (another
-# generator's fingerprint, and the other family's artefact: over-sharpened fakes) show the cross-generator
-# table; the second is also the new family a detector is adapted to.
+# 15 minutes) so that the whole job, install included, stays under 10 minutes on 2 cores; run the commands
+# yourself for the full quick preset. The GAN's detectors are a small learning curve's: its discriminator
+# and the scratch control fine-tuned on 50 labelled faces and on all of them, two seeds each (the full
+# curve, with the baseline and resnet beside them: docs/learning-curve.md). Two external synthetic sets
+# (another generator's fingerprint, and the other family's artefact: over-sharpened fakes) show the
+# cross-generator table; the second is also the new family a detector is adapted to.
 DEMO_SEARCH ?= --max-trials 3 --search-epochs 2
-DEMO_RESNET ?= --epochs 12
-DEMO_GAN ?= --gan-steps 600 --sample-every 200
-DEMO_CURVE ?= --labels 50 all --recipes baseline dcgan-discriminator dcgan-scratch --seeds 2
+DEMO_RESNET ?= --epochs 8
+DEMO_GAN ?= --gan-steps 400 --sample-every 200
+DEMO_CURVE ?= --labels 50 all --recipes dcgan-discriminator dcgan-scratch --seeds 2
 # The baseline adapted to the over-sharpened family from 5 and then 25 labelled faces per class, one seed: a
 # short adaptation curve (run classifiers.adapt with more --shots and --seeds for a real one).
 DEMO_ADAPT ?= --shots 5 25 --seeds 1

@@ -11,6 +11,7 @@ import numpy as np
 from compare import adaptation as A
 from compare import learning_curve as LC
 from compare import metrics as M
+from compare import comparisons as C
 from compare.comparisons import COLUMNS
 from compare.evaluation import ENSEMBLE, EXTERNAL_KEYS
 from data.runs import write_text_atomic
@@ -191,8 +192,9 @@ def figures(detectors, report, results, out_dir, saliency=True):
              "reliability": P.reliability_plot(curves, os.path.join(out_dir, "reliability.png")),
              "mistakes": P.mistakes_plot(curves, {n: results[n].images for n in report["ranking"]},
                                          os.path.join(out_dir, "mistakes.png"))}
-    if saliency:
-        plots.update(saliency_figures(detectors, report["models"], results, out_dir))
+    if saliency:  # one figure per recipe (its first run): seeds of one recipe look in much the same places
+        firsts = {C.one_run(runs, []) for runs in C.recipes(report["ranking"]).values()}
+        plots.update(saliency_figures([d for d in detectors if d.name in firsts], report["models"], results, out_dir))
     if report["adaptation"]:
         plots["adaptation"] = A.plot(report["adaptation"], os.path.join(out_dir, "adaptation.png"))
     return plots
