@@ -87,11 +87,11 @@ def control_pairs(grouped):
 
 def planned(models, results, grouped):
     """The report's comparisons: discriminators against their controls, then every recipe against the best."""
-    out = [dict(compare_recipes(a, b, grouped, models, results), kind="against its control")
-           for a, b in control_pairs(grouped)]
+    controls = control_pairs(grouped)
+    out = [dict(compare_recipes(a, b, grouped, models, results), kind="against its control") for a, b in controls]
     ranked = [r for r in recipe_rows(models, grouped) if r["recipe"] != ENSEMBLE]
     if len(ranked) > 1:
-        best = ranked[0]["recipe"]
+        best = ranked[0]["recipe"]  # a pair already judged as discriminator and control is not judged twice
         out += [dict(compare_recipes(r["recipe"], best, grouped, models, results), kind="against the best")
-                for r in ranked[1:]]
+                for r in ranked[1:] if (best, r["recipe"]) not in controls]
     return out

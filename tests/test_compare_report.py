@@ -209,3 +209,8 @@ def test_the_report_folds_seeds_into_recipes_and_plans_its_comparisons():
     assert control["verdict"].startswith("dcgan-discriminator-labels50 beats")
     # no seeds shared: one run each, the best recipe's lowest seed, paired on the test images
     assert planned[-1]["evidence"].startswith("one run each (dcgan-zero-shot, resnet-labels50.seed1)")
+    # where the best recipe is the discriminator, its control is judged once, as its control
+    models["resnet-labels50.seed1"]["test"]["roc_auc"] = models["resnet-labels50.seed2"]["test"]["roc_auc"] = .5
+    pairs = [(c["a"], c["b"]) for c in C.planned(models, results, grouped)]
+    assert pairs[0] == ("dcgan-discriminator-labels50", "dcgan-scratch-labels50")
+    assert ("dcgan-scratch-labels50", "dcgan-discriminator-labels50") not in pairs and len(pairs) == len(set(pairs)) == 3
