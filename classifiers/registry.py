@@ -60,7 +60,6 @@ class Detector:
     recipe: Callable = adam  # recipe(model, hp, steps_per_epoch, epochs) -> the model, compiled (and unfrozen)
     warmup: Optional[Callable] = None  # warmup(hp) -> [Phase]: fit()s before the main one, skipped on resume
     options: tuple = ()  # its own settings (Option), beside every detector's
-
     folder: str = "{model}"  # the run folder's name, formatted with the config's fields
 
     def hyperparameters(self, cfg):

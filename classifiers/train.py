@@ -73,10 +73,10 @@ def own_options(args, detector):
     """{option: value} of the chosen detector's own settings (given, else its default); an option of another
     detector given with it is refused in one line."""
     own = {o.name: o for o in (detector.options if detector else ())}
-    stray = [name for name, (option, models) in detector_options().items()
-             if name not in own and getattr(args, name, None) is not None]
+    registered = detector_options()
+    stray = [name for name in registered if name not in own and getattr(args, name, None) is not None]
     if stray:
-        owners = detector_options()[stray[0]][1]
+        owners = registered[stray[0]][1]
         raise UserError(f"--{stray[0].replace('_', '-')} is an option of --model {' or '.join(owners)}, "
                         f"not of --model {args.model}")
     return {name: (o.default if getattr(args, name) is None else getattr(args, name)) for name, o in own.items()}

@@ -19,18 +19,6 @@ CONTROLS = {"dcgan-discriminator": ("dcgan-scratch", "dcgan-linear-probe"),
 COLUMNS = {"AP": "average_precision", "EER": "eer", "TPR@5%FPR": "tpr_at_fpr_5pct", "acc@t": "accuracy_at_threshold"}
 
 
-def recipes(names):
-    """{recipe: {seed or None: run name}} in the order the names come."""
-    out = {}
-    for name in names:
-        m = S.SEED_NAME.match(name)
-        if m:
-            out.setdefault(m["group"], {})[int(m["seed"])] = name
-        else:
-            out.setdefault(name, {})[None] = name
-    return out
-
-
 def recipe_rows(models, grouped):
     """Per recipe: its runs, test AUC (mean and sd over seeds; a single run's bootstrap interval), the
     means of the other table columns, and ms per image where it was measured."""
@@ -53,9 +41,8 @@ def compare_recipes(a, b, grouped, models, results):
     shared = sorted(set(grouped[a]) & set(grouped[b]) - {None})
     if len(shared) >= 2:
         diffs = [models[grouped[a][s]]["test"]["roc_auc"] - models[grouped[b][s]]["test"]["roc_auc"] for s in shared]
-        mean, sd = S.mean_sd(diffs)
-        half = S.t975(len(shared) - 1) * sd / np.sqrt(len(shared))
-        ci, evidence = [mean - half, mean + half], f"paired over {len(shared)} seeds"
+        mean, _, ci = S.paired_interval(diffs)
+        evidence = f"paired over {len(shared)} seeds"
     else:
         run_a, run_b = (one_run(grouped[r], shared) for r in (a, b))
         paired = paired_on_test_images(results[run_a], results[run_b])

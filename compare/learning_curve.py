@@ -13,8 +13,6 @@ is missing. Each run is judged on the experiment's test split; the curve goes to
 """
 import os
 
-import numpy as np
-
 from data.runtime import UserError
 
 # the stage-2 variants of each discriminator gan.train can train, and the flags that make them
@@ -76,7 +74,7 @@ def judge(exp_dir, manifest, recipes, labels, seeds):
 def summarise(aucs, pairs=PAIRS):
     """Per recipe and label count: mean and sd over seeds; per label count and pair, the paired difference of
     a fine-tuned discriminator and its scratch control (Student's t over seeds) and its verdict in words."""
-    from compare.seeds import mean_sd, t975
+    from compare.seeds import mean_sd
 
     rows = []
     for recipe, points in aucs.items():
@@ -90,21 +88,20 @@ def summarise(aucs, pairs=PAIRS):
 
 def paired(aucs, pretrained, control, count):
     """[the verdict of `pretrained` minus `control` with `count` labels], or [] with fewer than two shared seeds."""
-    from compare.seeds import mean_sd, t975
+    from compare.seeds import paired_interval
 
     a, b = aucs[pretrained][count], aucs[control].get(count, {})
     shared = sorted(set(a) & set(b))
     if len(shared) < 2:
         return []
-    mean, sd = mean_sd([a[s] - b[s] for s in shared])
-    half = t975(len(shared) - 1) * sd / np.sqrt(len(shared))
-    holds = mean - half > 0 or mean + half < 0
-    interval = f"{mean:+.3f} AUC (95% interval {mean - half:+.3f} to {mean + half:+.3f}, {len(shared)} seeds)"
+    mean, sd, ci = paired_interval([a[s] - b[s] for s in shared])
+    holds = ci[0] > 0 or ci[1] < 0
+    interval = f"{mean:+.3f} AUC (95% interval {ci[0]:+.3f} to {ci[1]:+.3f}, {len(shared)} seeds)"
     words = (f"with {count} labels, {pretrained} {'beats' if mean > 0 else 'loses to'} {control}: {interval}"
              if holds else f"with {count} labels, {pretrained} vs {control}: no difference that holds across "
                            f"seeds, {interval}")
     return [{"labels": count, "pretrained": pretrained, "control": control, "mean": mean, "sd": sd,
-             "ci95": [mean - half, mean + half], "seeds": shared, "verdict": words}]
+             "ci95": ci, "seeds": shared, "verdict": words}]
 
 
 def load(exp_dir):

@@ -12,6 +12,7 @@ from compare import adaptation as A
 from compare import learning_curve as LC
 from compare import metrics as M
 from compare import comparisons as C
+from compare import seeds as S
 from compare.comparisons import COLUMNS
 from compare.evaluation import ENSEMBLE, EXTERNAL_KEYS
 from data.runs import write_text_atomic
@@ -193,7 +194,7 @@ def figures(detectors, report, results, out_dir, saliency=True):
              "mistakes": P.mistakes_plot(curves, {n: results[n].images for n in report["ranking"]},
                                          os.path.join(out_dir, "mistakes.png"))}
     if saliency:  # one figure per recipe (its first run): seeds of one recipe look in much the same places
-        firsts = {C.one_run(runs, []) for runs in C.recipes(report["ranking"]).values()}
+        firsts = {C.one_run(runs, []) for runs in S.recipes(report["ranking"]).values()}
         plots.update(saliency_figures([d for d in detectors if d.name in firsts], report["models"], results, out_dir))
     if report["adaptation"]:
         plots["adaptation"] = A.plot(report["adaptation"], os.path.join(out_dir, "adaptation.png"))

@@ -63,7 +63,7 @@ def load_experiment(args):
 def assemble(args, exp, manifest, models, results, skipped, test_dirs):
     """The report record: what metrics.json holds, and what every rendering reads."""
     ranking = sorted(models, key=lambda n: -np.nan_to_num(models[n]["test"]["roc_auc"], nan=-1))
-    grouped = C.recipes(ranking)
+    grouped = S.recipes(ranking)
     report = {"experiment": args.experiment, "split_fingerprint": manifest["fingerprint"],
               "test_images": int(len(results[ranking[0]].labels)), "test_dirs": dict(test_dirs),
               "perturb": args.perturb, "tta": args.tta, "ranking": ranking, "models": models,

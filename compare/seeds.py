@@ -18,19 +18,34 @@ def t975(df):
     return T975.get(df, 2.0 if df < 60 else 1.96)
 
 
-def groups(names):
-    """{group: {seed: run name}} for names of the form GROUP.seedS; other names are not grouped."""
+def recipes(names):
+    """{recipe: {seed or None: run name}} in the order the names come: GROUP.seedS runs under GROUP, any other
+    run a recipe of its own (seed None)."""
     out = {}
     for name in names:
         m = SEED_NAME.match(name)
         if m:
             out.setdefault(m["group"], {})[int(m["seed"])] = name
+        else:
+            out.setdefault(name, {})[None] = name
     return out
+
+
+def groups(names):
+    """{group: {seed: run name}} for names of the form GROUP.seedS; other names are not grouped."""
+    return {group: runs for group, runs in recipes(names).items() if None not in runs}
 
 
 def mean_sd(values):
     values = np.asarray(values, np.float64)
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+
+
+def paired_interval(differences):
+    """(mean, sd, 95% interval) of per-seed paired differences: Student's t with n - 1 degrees of freedom."""
+    mean, sd = mean_sd(differences)
+    half = t975(len(differences) - 1) * sd / np.sqrt(len(differences))
+    return mean, sd, [mean - half, mean + half]
 
 
 def summarise(models, key="roc_auc"):
@@ -47,11 +62,9 @@ def summarise(models, key="roc_auc"):
         if len(shared) < 2:
             continue
         diffs = [models[grouped[a][s]]["test"][key] - models[grouped[b][s]]["test"][key] for s in shared]
-        mean, sd = mean_sd(diffs)
-        half = t975(len(shared) - 1) * sd / np.sqrt(len(shared))
-        real = mean - half > 0 or mean + half < 0
-        pairs[f"{a} vs {b}"] = {"seeds": shared, "differences": diffs, "mean": mean, "sd": sd,
-                                "ci95": [mean - half, mean + half],
+        mean, sd, ci = paired_interval(diffs)
+        real = ci[0] > 0 or ci[1] < 0
+        pairs[f"{a} vs {b}"] = {"seeds": shared, "differences": diffs, "mean": mean, "sd": sd, "ci95": ci,
                                 "verdict": "holds across seeds" if real else "within seed-to-seed noise"}
     return summary, pairs
 

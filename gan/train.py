@@ -42,7 +42,6 @@ HEAD_LEARNING_RATE = 1e-3
 FINETUNE_LEARNING_RATE = 1e-4
 HEAD_DROPOUT = 0.2
 SAMPLE_GRID = 32  # fixed latent vectors drawn every round
-# settings added after runs were written, with the value a run.json without them was made with
 # stage 2's detectors per discriminator, each named GAN-ROLE: dcgan-discriminator, dcgan-resnet-scratch ...
 ROLES = {"dcgan": ("discriminator", "linear-probe", "scratch"), "resnet": ("discriminator", "scratch")}
 VARIANTS = tuple(f"dcgan-{role}" for role in ROLES["dcgan"])
@@ -207,6 +206,7 @@ class GanTraining:
         (x, y), val = data.train, data.val
         self.cfg, self.reals, self.val_reals = cfg, x[y == 0], val[0][val[1] == 0]
         self.images = x if cfg.gan_data == "all" else self.reals
+        self.rounds = cfg.gan_steps // cfg.sample_every  # gan_steps is whole rounds (resolve_config)
         self.judge = self.ceiling = self.budget = None
 
     def spec(self):
@@ -214,7 +214,7 @@ class GanTraining:
 
         cfg = self.cfg
         return RunSpec(name=cfg.gan_name, kind="gan", build=lambda: make_gan(cfg), compile=lambda gan: gan,
-                       epochs=cfg.gan_steps // cfg.sample_every, hyperparameters={}, unit="round",
+                       epochs=self.rounds, hyperparameters={}, unit="round",
                        contents="both networks, the averaged generator and both optimizers",
                        fit=self.fit, save=self.save, record=self.record, announce=self.announce)
 
@@ -224,7 +224,7 @@ class GanTraining:
         from gan.dcgan import SampleGrid
         from gan.quality import QualityJudge
 
-        cfg, rounds = self.cfg, self.cfg.gan_steps // self.cfg.sample_every
+        cfg, rounds = self.cfg, self.rounds
         print(f"{cfg.gan_name}: {cfg.gan_steps:,} steps ({rounds} rounds of {cfg.sample_every}"
               + (f", at most {cfg.gan_minutes:g} min" if cfg.gan_minutes else "") + f") on {len(self.images):,} "
               f"{'real ' if cfg.gan_data == 'real' else ''}training images at {cfg.image_size}px, "

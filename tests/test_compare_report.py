@@ -176,6 +176,7 @@ def test_the_report_folds_seeds_into_recipes_and_plans_its_comparisons():
     import numpy as np
 
     from compare import comparisons as C
+    from compare import seeds as S
     from compare.evaluation import TestResult
 
     rng = np.random.default_rng(0)
@@ -188,7 +189,7 @@ def test_the_report_folds_seeds_into_recipes_and_plans_its_comparisons():
               for n, a in aucs.items()}
     results = {n: TestResult(y, np.clip(y * a + rng.uniform(0, 1 - a, len(y)), 0, 1), models[n]["test"], None)
                for n, a in aucs.items()}
-    grouped = C.recipes(aucs)
+    grouped = S.recipes(aucs)
     assert grouped["resnet-labels50"] == {1: "resnet-labels50.seed1", 2: "resnet-labels50.seed2"}
     assert grouped["dcgan-zero-shot"] == {None: "dcgan-zero-shot"}
     rows = C.recipe_rows(models, grouped)
