@@ -14,6 +14,7 @@ import numpy as np
 from data.runtime import UserError, import_tensorflow, run_main
 
 BATCH = 64
+STREAM_CHUNK = 1024  # images of a decode cache predicted at a time: memory bounded, whatever the split's size
 
 
 def collect(paths):
@@ -42,9 +43,25 @@ def load_detector(run_dir):
         raise UserError(str(e))
 
 
+def chunks(images, batch_size):
+    """A decode cache's images, STREAM_CHUNK at a time in whole batches (so the same batches as in memory,
+    and the same numbers)."""
+    return images.batches(max(1, STREAM_CHUNK // batch_size) * batch_size)
+
+
+def outputs(model, x, batch_size=BATCH):
+    """model.predict over [0, 255] images: an array, or a decode cache's CachedImages read in chunks."""
+    if hasattr(x, "batches"):
+        return np.concatenate([outputs(model, part, batch_size) for part in chunks(x, batch_size)])
+    return model.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)
+
+
 def probabilities(model, x, tta=False, batch_size=BATCH):
     """P(fake) for a batch of [0, 255] images; tta: averaged with the horizontally flipped images
-    (a face and its mirror image are equally real or fake, so two looks cost twice and lower the variance)."""
+    (a face and its mirror image are equally real or fake, so two looks cost twice and lower the variance).
+    x: an array, or a decode cache's CachedImages (data.cache), read in chunks."""
+    if hasattr(x, "batches"):
+        return np.concatenate([probabilities(model, part, tta, batch_size) for part in chunks(x, batch_size)])
     x = np.asarray(x, np.float32)
     p = model.predict(x, batch_size=batch_size, verbose=0).reshape(-1)
     if tta:

@@ -73,6 +73,7 @@ def labelled_subset(data, labels, seed, log=print):
     """data with its training side cut to `labels` (data.runtime.label_count: a count or a fraction) labelled
     images, half of each class, drawn by data.split.balanced_subset: deterministic per seed, nested (the 50
     are among the 100). Validation (and test) are untouched."""
+    from data.pipeline import select
     from data.split import balanced_subset
 
     x, y = data.train
@@ -85,21 +86,22 @@ def labelled_subset(data, labels, seed, log=print):
     keep = np.array([p in chosen for p in data.train_paths], bool)
     log(f"labels: {int((y[keep] == 0).sum()):,} real and {int((y[keep] == 1).sum()):,} fake of the {len(y):,} "
         f"training images carry their label (--labels {labels}, seed {seed}); validation untouched")
-    return data._replace(train=(x[keep], y[keep]), train_paths=tuple(np.array(data.train_paths)[keep]))
+    return data._replace(train=(select(x, keep), y[keep]), train_paths=tuple(np.array(data.train_paths)[keep]))
 
 
 def prepare(cfg, log=print):
-    """Resolve the data, make or reuse the experiment's split, decode train and validation once.
+    """Resolve the data, make or reuse the experiment's split, and its train and validation images from the
+    experiment's decode cache (data.cache: decoded once, shared by every run; in memory when they fit).
     cfg: any configuration with data_dir, runs_dir, experiment, strict, image_size and resize_mode."""
-    from data.pipeline import load_split
+    from data.cache import cache_folder, cached_split
     from data.split import experiment_split
     from data.synthetic import resolve_data_dir
 
     data_dir = resolve_data_dir(cfg.data_dir, cfg.runs_dir)
     manifest = experiment_split(data_dir, cfg.runs_dir, cfg.experiment, log=log, strict=cfg.strict)
-    size, mode = cfg.image_size, cfg.resize_mode
-    x, y, paths = load_split(manifest, "train", size, mode)
-    val = load_split(manifest, "val", size, mode)[:2]
+    size, mode, folder = cfg.image_size, cfg.resize_mode, cache_folder(cfg.runs_dir, cfg.experiment)
+    x, y, paths = cached_split(manifest, "train", size, mode, folder, log)
+    val = cached_split(manifest, "val", size, mode, folder, log)[:2]
     log(f"data: {len(y):,} training and {len(val[1]):,} validation images at {size}px ({mode})")
     return SplitData(manifest, (x, y), val, tuple(paths))
 
@@ -168,8 +170,9 @@ def training_steps(train_images, batch_size, epochs):
 
 def evaluate_validation(model, x, y, batch_size):
     from classifiers.metrics import accuracy, roc_auc, youden_threshold
+    from classifiers.predict import probabilities
 
-    p = model.predict(x.astype("float32"), batch_size=batch_size, verbose=0).reshape(-1)
+    p = probabilities(model, x, batch_size=batch_size)
     threshold = youden_threshold(y, p)
     return {"auc": roc_auc(y, p), "accuracy": accuracy(y, p, 0.5), "threshold": threshold,
             "accuracy_at_threshold": accuracy(y, p, threshold), "images": int(len(y))}

@@ -214,7 +214,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m compare.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)  # --data-dir, --runs-dir, --experiment, --seed, --precision, as every entry point
-    p.add_argument("--image-size", type=positive_int, nargs="+", default=[128, 256])
+    p.add_argument("--image-size", type=positive_int, nargs="+",
+                   help="sizes measured (default: 128 256; with --scale: 64 128)")
     p.add_argument("--window", type=positive_int,
                    help=f"training steps per measured window (default: as many as the slower pipeline takes "
                         f"{WINDOW_SECONDS:g} s for, timed in the warm-up)")
@@ -235,13 +236,25 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=positive_int, default=3, help="with --learning-curve: seeds per point")
     p.add_argument("--detector-args", default="", help="with --learning-curve: more classifiers.train flags")
     p.add_argument("--gan-args", default="", help="with --learning-curve: more gan.train flags")
-    return p.parse_args(argv)
+    p.add_argument("--scale", type=positive_int, nargs="+", metavar="N",
+                   help="time and peak memory of every stage (scan, split, decode cache, training, report) on "
+                        "synthetic sets of N images at 256 px, and on --data-dir if given (compare/scale.py)")
+    p.add_argument("--probe-steps", type=positive_int,
+                   help="with --scale: training steps measured per model and size (default 60)")
+    args = p.parse_args(argv)
+    if args.image_size is None:
+        args.image_size = [64, 128] if args.scale else [128, 256]
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.learning_curve:
         return learning_curve(args)
+    if args.scale:
+        from compare.scale import run
+
+        return run(args)
     from data.synthetic import resolve_data_dir
 
     policy = setup(args.seed, args.precision, deterministic=False)

@@ -96,8 +96,9 @@ def parse_test_dirs(values):
 class ImageSets:
     """Decoded image sets ("test", "val" or an external set's name), cached by (set, size, mode, perturbation)."""
 
-    def __init__(self, manifest, test_dirs=()):
+    def __init__(self, manifest, test_dirs=(), cache_dir=None):
         self.manifest, self.test_dirs, self.cache, self.external_files = manifest, dict(test_dirs), {}, {}
+        self.cache_dir = cache_dir  # the experiment's decode cache (data.cache), for the split's own images
 
     def _external(self, name):
         if name not in self.external_files:
@@ -109,12 +110,15 @@ class ImageSets:
         return self.external_files[name]
 
     def get(self, which, size, mode, perturbation=None):
+        from data.cache import cached_split
         from data.pipeline import load_images, load_split
 
         key = (which, size, mode, perturbation)
         if key not in self.cache:
             fn = perturb.transform(*perturbation) if perturbation else None
-            if which in ("test", "val"):
+            if which in ("test", "val") and fn is None and self.cache_dir:
+                x, y, _ = cached_split(self.manifest, which, size, mode, self.cache_dir)
+            elif which in ("test", "val"):  # perturbed at the file's own resolution: decoded anew
                 x, y, _ = load_split(self.manifest, which, size, mode, transform=fn)
             else:
                 files = self._external(which)

@@ -53,7 +53,7 @@ def judge(exp_dir, manifest, recipes, labels, seeds):
     from classifiers.layers import load_model_safely
     from classifiers.metrics import roc_auc
     from classifiers.predict import probabilities
-    from data.pipeline import load_split
+    from data.cache import FOLDER, cached_split
     from data.runs import read_run
 
     tests, out = {}, {}
@@ -64,7 +64,7 @@ def judge(exp_dir, manifest, recipes, labels, seeds):
                 info = read_run(folder)
                 key = (int(info["image_size"]), info.get("resize_mode", "resize"))
                 if key not in tests:
-                    tests[key] = load_split(manifest, "test", *key)[:2]
+                    tests[key] = cached_split(manifest, "test", *key, os.path.join(exp_dir, FOLDER))[:2]
                 x, y = tests[key]
                 auc = roc_auc(y, probabilities(load_model_safely(os.path.join(folder, "model.keras")), x))
                 out.setdefault(recipe, {}).setdefault(count, {})[seed] = auc

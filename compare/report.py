@@ -20,6 +20,7 @@ from compare import learning_curve as LC
 from compare import perturb
 from compare import rendering as R
 from compare import seeds as S
+from data.cache import cache_folder
 from data.runs import experiment_dir, write_json_atomic, write_text_atomic
 from data.runtime import UserError, add_common_args, run_main, setup
 
@@ -82,8 +83,8 @@ def main(argv=None):
     members = E.ensemble_members(args.ensemble, [d.name for d in detectors],  # a misspelt one fails before any work
                                  [d.name for d in detectors if d.info.get("labelled_fakes_seen") != 0])
     print(f"comparing {len(detectors)} model(s) on the test split of {exp}")
-    models, results = E.evaluate_all(detectors, E.ImageSets(manifest, test_dirs), args.perturb, args.tta,
-                                     not args.no_timing, members)
+    sets = E.ImageSets(manifest, test_dirs, cache_folder(args.runs_dir, args.experiment))
+    models, results = E.evaluate_all(detectors, sets, args.perturb, args.tta, not args.no_timing, members)
     report = assemble(args, exp, manifest, models, results, skipped, test_dirs)
     out_dir = os.path.join(exp, "report")
     os.makedirs(out_dir, exist_ok=True)

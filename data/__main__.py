@@ -1,12 +1,18 @@
-"""`python -m data [DIR] [--split-out FILE]`: check a dataset and show the split it gets."""
+"""`python -m data [DIR] [--split-out FILE]`: check a dataset and show the split it gets.
+
+With --experiment NAME --decode SIZE [SIZE ...], also write (or reuse) that experiment's split and decode
+its three sides at those sizes into the experiment's decode cache (data.cache), which every run then reads:
+worth doing once before many runs on a large folder."""
 import argparse
 import os
 import sys
 
-from data.runs import write_json_atomic
-from data.runtime import DATA_DIR_ENV, DEFAULT_RUNS_DIR, RUNS_DIR_ENV, run_main
+from data.cache import cache_folder, cached_split
+from data.pipeline import RESIZE_MODES
+from data.runs import experiment_dir, write_json_atomic
+from data.runtime import DATA_DIR_ENV, DEFAULT_RUNS_DIR, RUNS_DIR_ENV, positive_int, run_main
 from data.scan import scan_folder
-from data.split import NEAR_COPY_BITS, describe, make_split, scan_cache_path
+from data.split import NEAR_COPY_BITS, SPLITS, describe, experiment_split, make_split, scan_cache_path
 from data.synthetic import resolve_data_dir
 
 
@@ -22,10 +28,17 @@ def main(argv=None):
     parser.add_argument("--strict", action="store_true",
                         help="stop on a picture labelled both real and fake (default: leave it out, say so)")
     parser.add_argument("--show-rejected", action="store_true", help="list every rejected file")
+    parser.add_argument("--experiment", help="also write (or reuse) this experiment's split (runs/NAME/split.json)")
+    parser.add_argument("--decode", type=positive_int, nargs="+", metavar="SIZE", default=(),
+                        help="with --experiment: decode its train, val and test images at these sizes into its cache")
+    parser.add_argument("--resize-mode", choices=RESIZE_MODES, default="resize", help="how --decode fits a face")
     args = parser.parse_args(argv)
+    if args.decode and not args.experiment:
+        parser.error("--decode needs --experiment (the cache belongs to an experiment's split)")
     data_dir = resolve_data_dir(args.data_dir, args.runs_dir)
     scan = scan_folder(data_dir, cache_path=scan_cache_path(args.runs_dir))
-    manifest = make_split(scan, threshold=args.near_copy_bits, strict=args.strict)
+    manifest = make_split(scan, threshold=args.near_copy_bits, strict=args.strict,
+                          cache_dir=os.path.dirname(scan_cache_path(args.runs_dir)))
     for line in describe(manifest):
         print(line)
     if args.show_rejected or len(scan.rejected) <= 20:
@@ -34,6 +47,13 @@ def main(argv=None):
     if args.split_out:
         write_json_atomic(args.split_out, manifest)
         print(f"split manifest written to {args.split_out}")
+    if args.experiment:
+        manifest = experiment_split(data_dir, args.runs_dir, args.experiment, log=lambda line: None, strict=args.strict)
+        print(f"experiment {args.experiment}: split {manifest['fingerprint'][:16]} in "
+              f"{os.path.join(experiment_dir(args.runs_dir, args.experiment), 'split.json')}")
+        for size in args.decode:
+            for side in SPLITS:
+                cached_split(manifest, side, size, args.resize_mode, cache_folder(args.runs_dir, args.experiment))
     return 0
 
 

@@ -1,4 +1,7 @@
-"""From a split manifest to tf.data: decode once, resize, keep in memory, shuffle, augment, batch, prefetch.
+"""From a split manifest to tf.data: decode, resize, shuffle, augment, batch, prefetch.
+
+The experiment's splits are decoded once into a cache that every run shares (data.cache); load_split
+decodes directly (perturbed test images, other folders).
 
 Images are decoded with the same code that validated them (data.scan), so training never meets a file
 it cannot read; a file that disappeared or changed since the split was made is skipped with a warning.
@@ -21,6 +24,7 @@ JPEG_QUALITY = (50, 95)
 BLUR_SIGMA = (0.3, 1.5)
 DOWNSCALE = (0.5, 0.9)
 SHIFT_FRACTION = 0.125  # of the side: faces are roughly aligned, so small shifts keep the face in view
+READ_BATCH = 64  # images read from a decode cache (data.cache) at a time
 
 
 def fit_square(img, size, mode="resize"):
@@ -145,17 +149,40 @@ def mixup_batch(images, labels, seed, alpha):
     return images, lam * labels + (1 - lam) * tf.reverse(labels, [0])
 
 
-def make_dataset(x, y, batch_size, training=False, seed=0, augment=(), mixup=0.0):
-    """tf.data over in-memory uint8 images: shuffled every epoch and augmented when training.
+def select(images, selection):
+    """images[selection] (a boolean mask or positions): a decode cache's subset is its rows, nothing read."""
+    return images.subset(selection) if hasattr(images, "subset") else images[selection]
 
-    mixup > 0 (training only) blends whole batches with a Beta(mixup, mixup) weight."""
+
+def image_elements(x, y, training=False, seed=0):
+    """tf.data of (uint8 image, label), shuffled every epoch when training. x: numpy in memory, or a decode
+    cache's CachedImages read in batches by position. The shuffle sees only positions, so both give the
+    same order for the same seed, and a cache's shuffle buffer holds indices, not images."""
+    tf = import_tensorflow()
+    if not hasattr(x, "read"):
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        return ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True) if training else ds
+    labels = np.asarray(y, np.float32)
+    ds = tf.data.Dataset.range(len(x))
+    if training:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+
+    def read(positions):
+        images, batch_labels = tf.numpy_function(lambda p: (x.read(p), labels[p]), [positions],
+                                                 [tf.uint8, tf.float32], stateful=False)
+        return tf.ensure_shape(images, (None,) + x.image_shape), tf.ensure_shape(batch_labels, [None])
+
+    return ds.batch(READ_BATCH).map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+
+
+def make_dataset(x, y, batch_size, training=False, seed=0, augment=(), mixup=0.0):
+    """tf.data over uint8 images (in memory or a decode cache): shuffled every epoch and augmented when
+    training. mixup > 0 (training only) blends whole batches with a Beta(mixup, mixup) weight."""
     tf = import_tensorflow()
     unknown = set(augment) - set(AUGMENTATIONS)
     if unknown:
         raise UserError(f"unknown augmentation {', '.join(sorted(unknown))}; choose from {', '.join(AUGMENTATIONS)}")
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if training:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = image_elements(x, y, training, seed)
     to_float = lambda img, label: (tf.cast(img, tf.float32), label)  # noqa: E731
     if training and augment:
         seeds = tf.data.Dataset.random(seed=seed).batch(2)

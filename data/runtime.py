@@ -204,3 +204,21 @@ def run_main(main):
         print("interrupted; partial outputs were kept aside and the next run resumes from them",
               file=sys.stderr)
         return 130
+    except Exception as e:  # a UserError raised inside tf.data (a damaged decode cache) arrives wrapped by TF
+        inner = wrapped_user_error(e)
+        if inner is None:
+            raise
+        print(f"error: {inner}", file=sys.stderr)
+        return 2
+
+
+def wrapped_user_error(error):
+    """The message of a UserError that TensorFlow re-raised as its own error from inside a tf.data function."""
+    if not type(error).__module__.startswith("tensorflow"):
+        return None
+    for name in ("UserError", "DamagedCache"):
+        marker = f"{name}: "
+        text = str(error)
+        if marker in text:
+            return text.split(marker, 1)[1].splitlines()[0].strip()
+    return None

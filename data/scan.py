@@ -9,6 +9,7 @@ import io
 import json
 import os
 import sys
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -262,10 +263,16 @@ def _scan_one(path):
             "phash": np.packbits(phash, axis=1).tobytes().hex()}
 
 
-def _progress(done, total, label):
-    if sys.stderr.isatty() and total >= 200 and (done % 100 == 0 or done == total):
-        end = "\n" if done == total else ""
-        print(f"\r{label}: {done:,}/{total:,} images", end=end, file=sys.stderr, flush=True)
+def _progress(done, total, label, started):
+    """images/s and time left on stderr: a live line on a terminal, every tenth of the way in a log."""
+    if total < 200 or not (done % 100 == 0 or done == total):
+        return
+    rate = done / max(1e-9, time.time() - started)
+    line = f"{label}: {done:,}/{total:,} images, {rate:,.0f}/s, {(total - done) / rate:,.0f}s left"
+    if sys.stderr.isatty():
+        print("\r" + line, end="\n" if done == total else "", file=sys.stderr, flush=True)
+    elif done == total or done % max(100, total // 10 // 100 * 100) == 0:
+        print(line, file=sys.stderr, flush=True)
 
 
 def scan_folder(root, cache_path=None, workers=None, one_class_ok=False):
@@ -286,11 +293,12 @@ def scan_folder(root, cache_path=None, workers=None, one_class_ok=False):
     results = [cache.get(path) for path, _, _ in candidates]
     todo = [i for i, r in enumerate(results) if r is None]
     workers = workers or min(8, (os.cpu_count() or 1) + 1)  # decoding releases the GIL
+    started = time.time()
     with ThreadPoolExecutor(workers) as pool:
         for n, (i, result) in enumerate(zip(todo, pool.map(_scan_one, [candidates[i][0] for i in todo])), 1):
             results[i] = result
             cache.put(candidates[i][0], result)
-            _progress(n, len(todo), "checking and hashing")
+            _progress(n, len(todo), "checking and hashing", started)
     cache.save()
 
     for (path, rel, label), result in zip(candidates, results):

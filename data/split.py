@@ -8,6 +8,8 @@ content (the smallest sha256 in it), so it depends neither on listing order nor 
 import hashlib
 import json
 import os
+import sys
+import time
 
 import numpy as np
 
@@ -20,39 +22,76 @@ NEAR_COPY_BITS = 24  # of 256: copies measured at <= 18 (brightness +15%), disti
 CLOSEST_SHOWN = 5
 MANIFEST_FORMAT = "deepfake-kit split manifest 1"
 SPLITS = tuple(SPLIT_FRACTIONS)
-BLOCK = 256  # images per block of the all-pairs comparison (bounds memory to ~BLOCK*8*N floats)
+PAIRS_KEPT = 4  # near-copy results kept (cached_pairs): a few folders, or a few states of one
+PROGRESS_FROM = 20_000  # images: below this the comparison takes seconds
+BLOCK = 128  # images per block of the all-pairs comparison (memory: BLOCK * 8 * N floats, 570 MB at 140k)
 
 
 def hamming_pairs(hashes, threshold, closest=CLOSEST_SHOWN):
-    """All pairs (i, j, bits) with i < j within threshold, and the closest pairs beyond it.
+    """All pairs (i, j, bits) with i < j within threshold, and the closest pairs beyond it (ties by i, j).
 
     hashes: (N, 8, B) bool, the hash of each image in its eight orientations. The distance of a pair
     is the smallest over the orientations of image i against image j as it is. Computed as a matrix
-    product of +-1 vectors, block by block, which is fast on tens of thousands of images.
+    product of +-1 vectors (distance = (B - dot) / 2, so the largest dot is the smallest distance), a block
+    of images at a time against every later image: quadratic, minutes at 100k images.
     """
     n, _, bits = hashes.shape
-    signed = np.where(hashes, 1.0, -1.0).astype(np.float32)
-    upright = signed[:, 0, :]
+    upright = np.where(hashes[:, 0, :], 1.0, -1.0).astype(np.float32)
+    cutoff = bits - 2 * threshold  # dot >= cutoff <=> distance <= threshold
     near, beyond = [], []
+    started = time.time()
     for start in range(0, n, BLOCK):
         stop = min(n, start + BLOCK)
-        queries = signed[start:stop].reshape(-1, bits)
-        dots = queries @ upright[start:].T  # (block*8, n - start)
-        dist = ((bits - dots) / 2).reshape(stop - start, 8, -1).min(axis=1)
-        rows = np.arange(start, stop)[:, None]
-        cols = np.arange(start, n)[None, :]
-        dist = np.where(cols > rows, dist, np.inf)
-        i, j = np.nonzero(dist <= threshold)
-        near.extend(zip((i + start).tolist(), (j + start).tolist(), dist[i, j].astype(int).tolist()))
-        far = np.where(dist > threshold, dist, np.inf).ravel()
+        if n >= PROGRESS_FROM:
+            _progress(1 - ((n - start) / n) ** 2, n, started)
+        queries = np.where(hashes[start:stop], 1.0, -1.0).astype(np.float32).reshape(-1, bits)
+        dots = (queries @ upright[start:].T).reshape(stop - start, 8, -1).max(axis=1)  # (block, n - start)
+        dots[np.tril_indices(stop - start)] = -np.inf  # each pair once: i < j
+        i, j = np.nonzero(dots >= cutoff)
+        near.extend(zip((i + start).tolist(), (j + start).tolist(), ((bits - dots[i, j]) // 2).astype(int).tolist()))
+        far = np.where(dots < cutoff, dots, -np.inf)
         k = min(closest, far.size)
         if k:
-            for flat in np.argpartition(far, k - 1)[:k]:
-                if np.isfinite(far[flat]):
-                    r, c = divmod(int(flat), dist.shape[1])
-                    beyond.append((r + start, c + start, int(far[flat])))
-    beyond.sort(key=lambda t: t[2])
+            kth = np.partition(far.ravel(), far.size - k)[far.size - k]
+            # the k closest and any tied with the k-th (or every pair there is, in a block of fewer)
+            i, j = np.nonzero(far >= kth if np.isfinite(kth) else np.isfinite(far))
+            beyond.extend(zip((i + start).tolist(), (j + start).tolist(), ((bits - far[i, j]) // 2).astype(int).tolist()))
+    if n >= PROGRESS_FROM:
+        print(f"{chr(13) if sys.stderr.isatty() else ''}near-copy comparison of {n:,} images: done in "
+              f"{time.time() - started:,.0f}s", file=sys.stderr, flush=True)
+    beyond.sort(key=lambda t: (t[2], t[0], t[1]))
     return near, beyond[:closest]
+
+
+def _progress(done, n, started):
+    """The all-pairs comparison's share done (rows near the end have fewer pairs left), on stderr."""
+    if done <= 0 or (not sys.stderr.isatty() and int(done * 10) == int((done - BLOCK * 2 / n) * 10)):
+        return  # in a log: about every tenth of the way
+    left = (time.time() - started) * (1 - done) / done
+    print(f"{chr(13) if sys.stderr.isatty() else ''}near-copy comparison of {n:,} images: {done:.0%}, "
+          f"{left:,.0f}s left", end="" if sys.stderr.isatty() else "\n", file=sys.stderr, flush=True)
+
+
+def cached_pairs(hashes, threshold, cache_dir=None):
+    """hamming_pairs, kept in cache_dir under a hash of every image's hash and the threshold: the all-pairs
+    comparison is quadratic (minutes at 100k images), and an unchanged folder gives the same answer."""
+    if not cache_dir:
+        return hamming_pairs(hashes, threshold)
+    key = hashlib.sha256(np.packbits(hashes, axis=-1).tobytes() + f"|{threshold}|{CLOSEST_SHOWN}".encode())
+    path = os.path.join(cache_dir, f"pairs-{key.hexdigest()[:16]}.json")
+    try:
+        with open(path) as f:
+            blob = json.load(f)
+        return [tuple(p) for p in blob["near"]], [tuple(p) for p in blob["beyond"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, or damaged: computed again
+    near, beyond = hamming_pairs(hashes, threshold)
+    write_json_atomic(path, {"near": near, "beyond": beyond})
+    kept = sorted((os.path.join(cache_dir, n) for n in os.listdir(cache_dir) if n.startswith("pairs-")),
+                  key=os.path.getmtime)
+    for stale in kept[:-PAIRS_KEPT]:  # earlier states of the folders scanned here
+        os.remove(stale)
+    return near, beyond
 
 
 def _find(parent, i):
@@ -66,7 +105,7 @@ def _pair_reason(images, i, j, bits):
     return "identical bytes" if images[i].sha256 == images[j].sha256 else f"near-copies, {bits} of 256 hash bits differ"
 
 
-def group_images(images, threshold=NEAR_COPY_BITS, strict=False):
+def group_images(images, threshold=NEAR_COPY_BITS, strict=False, cache_dir=None):
     """Group identical and near-identical images.
 
     Returns (group id per image, closest unmerged pairs, label conflicts). A group that holds both labels
@@ -85,7 +124,7 @@ def group_images(images, threshold=NEAR_COPY_BITS, strict=False):
                 cross.setdefault(i, (j, i, 0))
         by_sha.setdefault(rec.sha256, i)
     hashes = np.stack([rec.phash for rec in images]) if images else np.zeros((0, 8, HASH_SIDE ** 2), bool)
-    near, beyond = hamming_pairs(hashes, threshold)
+    near, beyond = cached_pairs(hashes, threshold, cache_dir)
     for i, j, bits in near:
         parent[_find(parent, j)] = _find(parent, i)
         if images[i].label != images[j].label:
@@ -125,10 +164,11 @@ def fingerprint(files):
     return h.hexdigest()
 
 
-def make_split(scan, threshold=NEAR_COPY_BITS, salt="", strict=False):
-    """The split manifest (a JSON-ready dict) of a scanned folder. Groups under both labels are left out."""
+def make_split(scan, threshold=NEAR_COPY_BITS, salt="", strict=False, cache_dir=None):
+    """The split manifest (a JSON-ready dict) of a scanned folder. Groups under both labels are left out.
+    cache_dir: where the near-copy comparison's result is kept for the next time (cached_pairs)."""
     images = scan.images
-    roots, closest, conflicts = group_images(images, threshold, strict)
+    roots, closest, conflicts = group_images(images, threshold, strict, cache_dir)
     left_out = {path for c in conflicts for path in c["files"]}
     members = {}
     for i, r in enumerate(roots):
@@ -234,7 +274,7 @@ def experiment_split(data_dir, runs_dir, experiment, log=print, strict=False):
             f"fingerprint {manifest['fingerprint'][:16]})")
         return manifest
     scan = scan_folder(data_dir, cache_path=scan_cache_path(runs_dir))
-    manifest = make_split(scan, strict=strict)
+    manifest = make_split(scan, strict=strict, cache_dir=os.path.dirname(scan_cache_path(runs_dir)))
     write_json_atomic(path, manifest)
     for line in describe(manifest):
         log(line)

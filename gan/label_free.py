@@ -58,6 +58,7 @@ def one_class_detector(discriminator, image_size, real_images, batch_size=64):
     import keras
 
     from classifiers.layers import MahalanobisScore
+    from classifiers.predict import outputs
     from gan.models import probe_trunk_of
 
     trunk = probe_trunk_of(discriminator, ONE_CLASS_FEATURES)
@@ -66,7 +67,7 @@ def one_class_detector(discriminator, image_size, real_images, batch_size=64):
     score = MahalanobisScore(int(features.shape[-1]), name="p_fake")
     model = keras.Model(inputs, score(features), name="dcgan_one_class")
     extractor = keras.Model(inputs, features)
-    fitted = extractor.predict(np.asarray(real_images, np.float32), batch_size=batch_size, verbose=0)
+    fitted = outputs(extractor, real_images, batch_size)  # streamed from a decode cache when it is one
     mean, precision, loc_scale = fit_gaussian(fitted)
     score.set_weights([mean.astype("float32"), precision.astype("float32"), loc_scale.astype("float32")])
     return model

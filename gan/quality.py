@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 SAMPLES = 256
+MAX_REALS = 2000  # of each side's real faces: KID draws 20 subsets of 100, so more only costs time and memory
 KID_SUBSETS = 20
 KID_SUBSET_SIZE = 100
 INCEPTION_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -122,6 +123,13 @@ def sample(generator, latent_dim, n=SAMPLES, seed=0):
     return to_uint8(generator.predict(z, batch_size=64, verbose=0))
 
 
+def at_most(images, n, seed):
+    """All the images in memory, or n of them drawn by the seed (a decode cache reads just those)."""
+    if len(images) <= n:
+        return images[np.arange(len(images))]
+    return images[np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))]
+
+
 class QualityJudge:
     """KID of generated faces against held-out reals, with the floor, in each feature space available.
 
@@ -130,6 +138,7 @@ class QualityJudge:
 
     def __init__(self, runs_dir, experiment, train_reals, heldout_reals, seed=0, inception=None, log=print):
         self.seed = seed
+        train_reals, heldout_reals = at_most(train_reals, MAX_REALS, seed), at_most(heldout_reals, MAX_REALS, seed)
         size = heldout_reals.shape[1]
         kit_fn, kit_name, self.baseline, self.baseline_info = kit_feature_space(runs_dir, experiment, size, seed)
         self.spaces = {"kit": (kit_name, kit_fn)}

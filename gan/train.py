@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from data.pipeline import select
 from data.runtime import UserError, add_common_args, label_count, positive_int, run_main, setup
 from gan.config import PRESETS, R1_GAMMA, probe_features, recorded_config, resolve_config
 from gan.models import DISCRIMINATORS
@@ -93,13 +94,15 @@ def parse_args(argv=None):
 
 
 def gan_dataset(images, batch_size, seed):
-    """uint8 faces -> shuffled batches in [-1, 1] (the generator's tanh range)."""
+    """uint8 faces (in memory or a decode cache) -> shuffled batches in [-1, 1] (the generator's tanh range)."""
     import tensorflow as tf
+
+    from data.pipeline import image_elements
 
     if len(images) < batch_size:
         raise UserError(f"the GAN needs at least {batch_size} training images, the split has {len(images)}")
-    ds = tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = image_elements(images, np.zeros(len(images), np.float32), training=True, seed=seed)
+    ds = ds.map(lambda image, label: image).batch(batch_size, drop_remainder=True)
     return ds.map(lambda b: tf.cast(b, tf.float32) / 127.5 - 1.0).prefetch(tf.data.AUTOTUNE)
 
 
@@ -204,7 +207,7 @@ class GanTraining:
 
     def __init__(self, cfg, data):
         (x, y), val = data.train, data.val
-        self.cfg, self.reals, self.val_reals = cfg, x[y == 0], val[0][val[1] == 0]
+        self.cfg, self.reals, self.val_reals = cfg, select(x, y == 0), select(val[0], val[1] == 0)
         self.images = x if cfg.gan_data == "all" else self.reals
         self.rounds = cfg.gan_steps // cfg.sample_every  # gan_steps is whole rounds (resolve_config)
         self.judge = self.ceiling = self.budget = None
@@ -350,7 +353,7 @@ def label_free_detectors(cfg, data, gan_dir, gan_info):
 
     results = {}
     x, y = data.train
-    for spec in label_free_specs(gan_dir, gan_info, x[y == 0], cfg.gan_name):
+    for spec in label_free_specs(gan_dir, gan_info, select(x, y == 0), cfg.gan_name):
         kept = kept_run(cfg, data.manifest, spec.name, gan_created=gan_info["created"])
         results[spec.name] = kept if kept is not None else train_run(spec, cfg, data)[1]
     return results
