@@ -43,15 +43,22 @@ def load_detector(run_dir):
         raise UserError(str(e))
 
 
+def chunk_size(batch_size):
+    return max(1, STREAM_CHUNK // batch_size) * batch_size
+
+
 def chunks(images, batch_size):
-    """A decode cache's images, STREAM_CHUNK at a time in whole batches (so the same batches as in memory,
-    and the same numbers)."""
-    return images.batches(max(1, STREAM_CHUNK // batch_size) * batch_size)
+    """Images STREAM_CHUNK at a time in whole batches (the same batches as all at once, so the same numbers):
+    a decode cache's read from disk, an array's sliced, so no float32 copy of a whole split is ever made."""
+    size = chunk_size(batch_size)
+    if hasattr(images, "batches"):
+        return images.batches(size)
+    return (images[start:start + size] for start in range(0, len(images), size))
 
 
 def outputs(model, x, batch_size=BATCH):
-    """model.predict over [0, 255] images: an array, or a decode cache's CachedImages read in chunks."""
-    if hasattr(x, "batches"):
+    """model.predict over [0, 255] images: an array, or a decode cache's CachedImages, a chunk at a time."""
+    if hasattr(x, "batches") or len(x) > chunk_size(batch_size):
         return np.concatenate([outputs(model, part, batch_size) for part in chunks(x, batch_size)])
     return model.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)
 
@@ -59,8 +66,8 @@ def outputs(model, x, batch_size=BATCH):
 def probabilities(model, x, tta=False, batch_size=BATCH):
     """P(fake) for a batch of [0, 255] images; tta: averaged with the horizontally flipped images
     (a face and its mirror image are equally real or fake, so two looks cost twice and lower the variance).
-    x: an array, or a decode cache's CachedImages (data.cache), read in chunks."""
-    if hasattr(x, "batches"):
+    x: an array, or a decode cache's CachedImages (data.cache), a chunk at a time."""
+    if hasattr(x, "batches") or len(x) > chunk_size(batch_size):
         return np.concatenate([probabilities(model, part, tta, batch_size) for part in chunks(x, batch_size)])
     x = np.asarray(x, np.float32)
     p = model.predict(x, batch_size=batch_size, verbose=0).reshape(-1)

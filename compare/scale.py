@@ -4,7 +4,7 @@ For each N a synthetic Real/ + Fake/ set of N distinct 256 px JPEGs is written o
 content, so no two form a near-copy group; fakes carry a faint period-2 pattern, so detectors have
 something to learn), and a folder given with --data-dir is measured beside them at its own size. Each
 stage runs as the kit's own command in a child process, timed, with the child's peak resident memory
-(ru_maxrss from wait4):
+(its VmHWM, written as it exits):
   scan + split        `python -m data` on a new runs folder, then again (hashes and near-copies cached)
   decode cache        `python -m data --experiment scale --decode S`: the three sides at S px
   training            the kit's training path (prepare -> decode cache -> make_dataset -> fit) for a bounded
@@ -85,15 +85,17 @@ def write_set(dest, n, seed=0, log=print):
 
 
 def measured(cmd, log_path):
-    """(seconds, peak resident GB, exit code, first-step seconds or None) of one child command."""
+    """(seconds, peak resident GB, exit code, (the probe's figures or None, start time)) of one kit command
+    (`python -m MODULE ARGS`). The peak is the command's own VmHWM, written as it exits: a child's
+    ru_maxrss would also count the parent's memory at the fork."""
     started = time.time()
+    peak_file = log_path + ".peak"
     with open(log_path, "a") as out:
         mark = out.tell()
-        out.write("$ " + " ".join(cmd) + "\n")
+        out.write("$ " + " ".join(cmd[2:]) + "\n")
         out.flush()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        wrapped = [cmd[0], "-c", PEAK_WRAPPER, peak_file] + cmd[2:]
+        code = subprocess.run(wrapped, stdout=out, stderr=subprocess.STDOUT).returncode
     seconds = time.time() - started
     probe = None
     with open(log_path) as f:
@@ -102,7 +104,24 @@ def measured(cmd, log_path):
             if line.startswith("probe: "):
                 probe = json.loads(line[len("probe: "):])
                 break
-    return seconds, usage.ru_maxrss / 2 ** 20, proc.returncode, (probe, started)
+    with open(peak_file) as f:
+        peak_kb = int(f.read())
+    return seconds, peak_kb / 2 ** 20, code, (probe, started)
+
+
+# Runs `python -m MODULE ARGS` in the same process and writes its peak resident memory (kB) as it exits;
+# a -c script, not a module of the kit: importing the compare package would load TensorFlow into every stage
+PEAK_WRAPPER = """
+import atexit, runpy, sys
+def record(path=sys.argv[1]):
+    with open("/proc/self/status") as f:
+        peak = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    with open(path, "w") as f:
+        f.write(peak)
+atexit.register(record)
+sys.argv = sys.argv[2:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
 
 
 def stages(data_dir, runs_dir, sizes, steps):
@@ -119,7 +138,7 @@ def stages(data_dir, runs_dir, sizes, steps):
     small = min(sizes)
     out += [(f"baseline run, 50 labels, 1 epoch, {small}px", py + ["classifiers.train", "--model", "baseline", "--labels",
                                                                    "50", "--epochs", "1", "--image-size", str(small)] + common),
-            ("compare.report", py + ["compare.report", "--no-saliency"] + common)]
+            ("compare.report", py + ["compare.report", "--no-saliency", "--experiment", "scale"] + where)]
     return out
 
 
@@ -223,15 +242,16 @@ def main(argv=None):
 
     from data.runtime import run_main
 
-    def child(argv):
+    argv = sys.argv[1:] if argv is None else argv
+
+    def child():
         p = argparse.ArgumentParser(prog="python -m compare.scale")
         p.add_argument("--probe", nargs=3, required=True, metavar=("MODEL", "SIZE", "STEPS"))
         args, rest = p.parse_known_args(argv)
-        model, size, steps = args.probe[0], int(args.probe[1]), int(args.probe[2])
-        probe(model, size, steps, rest)
+        probe(args.probe[0], int(args.probe[1]), int(args.probe[2]), rest)
         return 0
 
-    return run_main(lambda: child(argv))
+    return run_main(child)
 
 
 if __name__ == "__main__":

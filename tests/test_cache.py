@@ -130,6 +130,8 @@ def test_streamed_training_batches_and_predictions_equal_the_in_memory_ones(spli
     monkeypatch.setattr("classifiers.predict.STREAM_CHUNK", 16)  # several chunks of the streamed side
     np.testing.assert_array_equal(probabilities(model, streamed, tta=True, batch_size=8),
                                   probabilities(model, x, tta=True, batch_size=8))
+    np.testing.assert_array_equal(probabilities(model, x, batch_size=8),  # chunked as all at once
+                                  model.predict(x.astype("float32"), batch_size=8, verbose=0).reshape(-1))
 
 
 PEAK_SCRIPT = """
