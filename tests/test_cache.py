@@ -135,7 +135,7 @@ def test_streamed_training_batches_and_predictions_equal_the_in_memory_ones(spli
 
 
 PEAK_SCRIPT = """
-import resource, sys
+import sys
 sys.path.insert(0, {root!r})
 import numpy as np
 from data.cache import cached_split
@@ -147,12 +147,17 @@ def epoch(x, y):
 
 x, y, _ = cached_split(load_manifest({manifest!r}), "train", {size}, "resize", {folder!r})
 epoch(select(x, np.arange(512)), y[:512])  # TensorFlow's own threads, functions and buffers, at full size
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def rss(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) * 1024
+
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # peak resident memory (VmHWM) restarts from now: earlier transients do not hide growth
+before = rss("VmRSS")
 if {load}:  # the control: the same epoch with the images read into memory first
     x = x.load()
 seen = epoch(x, y)
-grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-print(type(x).__name__, seen, grown * 1024)
+print(type(x).__name__, seen, rss("VmHWM") - before)
 """
 
 
@@ -167,7 +172,7 @@ def peak_growth(manifest_path, folder, size, limit_mb, load=False):
 
 
 def test_training_from_a_split_larger_than_the_memory_limit_stays_within_it(tmp_path):
-    """2,400 small JPEGs decoded at 96 px are about 45 MB of training images against a 20 MB limit: streamed,
+    """2,400 small JPEGs decoded at 96 px are about 45 MB of training images against a 30 MB limit: streamed,
     a training epoch's peak memory grows by less than the limit; with the images read into memory first, by
     more than the images (the control: the measure would see a copy of the data)."""
     from data.runs import write_json_atomic
@@ -176,9 +181,9 @@ def test_training_from_a_split_larger_than_the_memory_limit_stays_within_it(tmp_
     data = make_dataset_dir(tmp_path / "d", n_real=0, n_fake=1200, size=24, seed=20)
     manifest = make_split(scan_folder(data))
     path = write_json_atomic(str(tmp_path / "split.json"), manifest)
-    folder, size, limit_mb = str(tmp_path / "decoded"), 96, 20
+    folder, size, limit_mb = str(tmp_path / "decoded"), 96, 30  # tf.data's own buffers vary, 8 to 17 MB here
     train_bytes = len(C.cached_split(manifest, "train", size, "resize", folder)[1]) * size * size * 3
-    assert train_bytes > 2 * limit_mb * 2 ** 20  # built here: the children only read it
+    assert train_bytes > 1.4 * limit_mb * 2 ** 20  # built here: the children only read it
     kind, seen, streamed = peak_growth(path, folder, size, limit_mb)
     assert kind == "CachedImages" and seen == train_bytes // (size * size * 3) and streamed < limit_mb * 2 ** 20
     kind, seen, loaded = peak_growth(path, folder, size, limit_mb, load=True)  # the measure sees a copy
