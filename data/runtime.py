@@ -66,6 +66,18 @@ def cpu_flags():
     return set()
 
 
+# oneDNN's ISA names (ONEDNN_MAX_CPU_ISA, or DNNL_ before oneDNN 2) below the first with bfloat16 instructions:
+# a machine capped at one of these runs bfloat16 emulated, slower than float32 (the way to test the AVX2 case)
+ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+def native_bfloat16():
+    """True where bfloat16 runs in hardware: AMX or AVX512-BF16 in the CPU flags, and oneDNN not capped below."""
+    capped = next((os.environ[name].strip().upper() for name in ISA_ENV if os.environ.get(name)), "")
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"}) and capped not in ISAS_WITHOUT_BF16
+
+
 def resolve_precision(precision):
     """'auto' -> bfloat16 where the CPU has native bf16 matrix units, float16 on a GPU, else float32."""
     if precision not in PRECISIONS:
@@ -75,7 +87,7 @@ def resolve_precision(precision):
     tf = import_tensorflow()
     if tf.config.list_physical_devices("GPU"):
         return "mixed_float16"
-    if cpu_flags() & {"amx_bf16", "avx512_bf16"}:
+    if native_bfloat16():
         return "mixed_bfloat16"
     return "float32"
 

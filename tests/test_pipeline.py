@@ -90,3 +90,23 @@ def test_run_folder_appears_only_when_finished(tmp_path):
         read_run(final)
     good, broken = list_runs(runs, "exp")
     assert good == [] and "truncated" in broken[0][1]
+
+
+@pytest.mark.parametrize("flags, isa, expected", [
+    ({"avx2", "avx512f", "avx512_bf16"}, None, "mixed_bfloat16"),
+    ({"avx2", "avx512f", "avx512_bf16"}, "AVX2", "float32"),  # oneDNN capped below bfloat16: emulated, slow
+    ({"avx2", "avx512f", "avx512_bf16"}, "avx512_core_bf16", "mixed_bfloat16"),
+    ({"avx2", "amx_bf16"}, "ALL", "mixed_bfloat16"),
+    ({"avx2", "fma"}, None, "float32"),
+])
+def test_auto_precision_follows_the_cpu_and_a_capped_onednn(monkeypatch, flags, isa, expected):
+    from data import runtime
+
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(runtime.import_tensorflow().config, "list_physical_devices", lambda kind: [])
+    for name in runtime.ISA_ENV:
+        monkeypatch.delenv(name, raising=False)
+    if isa:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    assert runtime.resolve_precision("auto") == expected
+    assert runtime.resolve_precision("float32") == "float32"
