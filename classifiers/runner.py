@@ -98,7 +98,8 @@ def prepare(cfg, log=print):
     from data.synthetic import resolve_data_dir
 
     data_dir = resolve_data_dir(cfg.data_dir, cfg.runs_dir)
-    manifest = experiment_split(data_dir, cfg.runs_dir, cfg.experiment, log=log, strict=cfg.strict)
+    manifest = experiment_split(data_dir, cfg.runs_dir, cfg.experiment, log=log, strict=cfg.strict,
+                                split=cfg.split)
     size, mode, folder = cfg.image_size, cfg.resize_mode, cache_folder(cfg.runs_dir, cfg.experiment)
     x, y, paths = cached_split(manifest, "train", size, mode, folder, log)
     val = cached_split(manifest, "val", size, mode, folder, log)[:2]

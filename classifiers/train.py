@@ -98,7 +98,7 @@ def resolve_config(args):
         max_trials=args.max_trials, search_epochs=args.search_epochs, search_minutes=args.search_minutes,
         resize_mode=args.resize_mode, tuner=args.tuner, strategy=args.strategy, seed=args.seed,
         precision=args.precision, runs_dir=args.runs_dir, experiment=args.experiment, data_dir=args.data_dir,
-        strict=args.strict, retrain=args.retrain, augment=args.augment, labels=args.labels,
+        strict=args.strict, split=args.split, retrain=args.retrain, augment=args.augment, labels=args.labels,
         options=own_options(args, DETECTORS.get(args.model)))
     detector = DETECTORS.get(args.model)
     if (args.augment is not None or args.labels is not None) and detector is None:

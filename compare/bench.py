@@ -286,7 +286,8 @@ def learning_curve(args):
     if not args.recipes:
         raise UserError("--learning-curve needs --recipes, e.g. baseline resnet dcgan-discriminator dcgan-scratch")
     seeds = [args.seed + i for i in range(args.seeds)]
-    common = ["--runs-dir", args.runs_dir, "--experiment", args.experiment, "--precision", args.precision]
+    common = ["--runs-dir", args.runs_dir, "--experiment", args.experiment, "--precision", args.precision,
+              "--split", args.split]
     common += (["--data-dir", args.data_dir] if args.data_dir else []) + (["--strict"] if args.strict else [])
     LC.train_missing(args.recipes, args.labels, seeds, common, shlex.split(args.detector_args),
                      shlex.split(args.gan_args))
@@ -309,7 +310,8 @@ def recipe_curves(args, data_dir, policy):
     from data.runs import experiment_dir
     from data.split import experiment_split
 
-    manifest = experiment_split(data_dir, args.runs_dir, args.experiment, log=lambda m: print(m, file=sys.stderr))
+    manifest = experiment_split(data_dir, args.runs_dir, args.experiment, log=lambda m: print(m, file=sys.stderr),
+                                strict=args.strict, split=args.split)
     out_dir = os.path.join(experiment_dir(args.runs_dir, args.experiment), "bench")
     summary = run_curves(args.recipes, manifest, policy, out_dir, epochs=args.epochs,
                          log=lambda m: print(m, file=sys.stderr, flush=True))

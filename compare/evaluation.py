@@ -15,6 +15,7 @@ import numpy as np
 from classifiers.predict import probabilities as predict
 from compare import metrics as M
 from compare import perturb
+from data.layout import find_layout
 from data.runs import list_runs
 from data.runtime import UserError
 
@@ -79,17 +80,24 @@ def find_detectors(runs_dir, experiment, manifest):
 
 
 def parse_test_dirs(values):
-    """[(name, folder)] from NAME=DIR or a bare DIR (named after the folder); names must differ."""
+    """[(name, folder)] from NAME=DIR or a bare DIR (named after the folder); names must differ. A folder sorted
+    by generator (CNNDetection's and UniversalFakeDetect's test sets, GenImage) gives one set per generator,
+    named after the generator's folder (NAME/generator with NAME=)."""
     out = []
     for value in values or []:
         name, sep, folder = value.partition("=")
         if os.path.isdir(value) or not sep:
-            name, folder = os.path.basename(os.path.normpath(value)), value
+            name, folder, sep = os.path.basename(os.path.normpath(value)), value, ""
         if not os.path.isdir(folder):
             raise UserError(f"--test-dir {value}: {folder} does not exist or is not a folder")
-        if name in dict(out) or name in ("test", "val") or not name:
+        if name in ("test", "val") or not name:
             raise UserError(f"--test-dir {value}: the set name {name!r} is taken; give each set its own NAME=DIR")
-        out.append((name, folder))
+        generators = find_layout(folder, one_class_ok=True).generator_folders()
+        sets = [(f"{name}/{g}" if sep else g, path) for g, path in generators.items()] or [(name, folder)]
+        for set_name, set_folder in sets:
+            if set_name in dict(out) or set_name in ("test", "val") or not set_name:
+                raise UserError(f"--test-dir {value}: the set name {set_name!r} is taken; give each set its own NAME=DIR")
+            out.append((set_name, set_folder))
     return out
 
 
@@ -105,8 +113,14 @@ class ImageSets:
             from data.scan import scan_folder
 
             scan = scan_folder(self.test_dirs[name], one_class_ok=True)
-            print(f"external test set {name} ({self.test_dirs[name]}): {scan.summary()}")
-            self.external_files[name] = [(os.path.join(scan.root, r.path), r.label) for r in scan.images]
+            images = scan.images
+            sides = {r.side for r in images if r.side}
+            if sides:  # a data set's own split: the side its published results are quoted on
+                side = "test" if "test" in sides else "val" if "val" in sides else "train"
+                images = [r for r in images if r.side == side]
+            print(f"external test set {name} ({self.test_dirs[name]}{f', its {side} side' if sides else ''}): "
+                  f"{scan.summary()}")
+            self.external_files[name] = [(os.path.join(scan.root, r.path), r.label) for r in images]
         return self.external_files[name]
 
     def get(self, which, size, mode, perturbation=None):

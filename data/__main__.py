@@ -12,14 +12,15 @@ from data.pipeline import RESIZE_MODES
 from data.runs import experiment_dir, write_json_atomic
 from data.runtime import DATA_DIR_ENV, DEFAULT_RUNS_DIR, RUNS_DIR_ENV, positive_int, run_main
 from data.scan import scan_folder
-from data.split import NEAR_COPY_BITS, SPLITS, describe, experiment_split, make_split, scan_cache_path
+from data.split import NEAR_COPY_BITS, SPLIT_SOURCES, SPLITS, describe, experiment_split, make_split, scan_cache_path
 from data.synthetic import resolve_data_dir
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m data", description=__doc__)
     parser.add_argument("data_dir", nargs="?", default=os.environ.get(DATA_DIR_ENV),
-                        help=f"folder with Real/ and Fake/ (default: ${DATA_DIR_ENV}, else the embedded default)")
+                        help=f"data folder: Real/ + Fake/ or another layout data.layout reads (default: ${DATA_DIR_ENV}, "
+                             "else the embedded default)")
     parser.add_argument("--split-out", help="write the split manifest (JSON) here")
     parser.add_argument("--runs-dir", default=os.environ.get(RUNS_DIR_ENV, DEFAULT_RUNS_DIR),
                         help="where the hash cache (and the embedded default) live")
@@ -27,6 +28,9 @@ def main(argv=None):
                         help="hash bits (of 256) within which two images count as copies")
     parser.add_argument("--strict", action="store_true",
                         help="stop on a picture labelled both real and fake (default: leave it out, say so)")
+    parser.add_argument("--split", default="auto", choices=SPLIT_SOURCES,
+                        help="given: the data set's own train/ val/ test/ folders; made: the kit's own; auto: given "
+                             "where the folder has them")
     parser.add_argument("--show-rejected", action="store_true", help="list every rejected file")
     parser.add_argument("--experiment", help="also write (or reuse) this experiment's split (runs/NAME/split.json)")
     parser.add_argument("--decode", type=positive_int, nargs="+", metavar="SIZE", default=(),
@@ -37,7 +41,7 @@ def main(argv=None):
         parser.error("--decode needs --experiment (the cache belongs to an experiment's split)")
     data_dir = resolve_data_dir(args.data_dir, args.runs_dir)
     scan = scan_folder(data_dir, cache_path=scan_cache_path(args.runs_dir))
-    manifest = make_split(scan, threshold=args.near_copy_bits, strict=args.strict,
+    manifest = make_split(scan, threshold=args.near_copy_bits, strict=args.strict, split=args.split,
                           cache_dir=os.path.dirname(scan_cache_path(args.runs_dir)))
     for line in describe(manifest):
         print(line)
@@ -48,7 +52,8 @@ def main(argv=None):
         write_json_atomic(args.split_out, manifest)
         print(f"split manifest written to {args.split_out}")
     if args.experiment:
-        manifest = experiment_split(data_dir, args.runs_dir, args.experiment, log=lambda line: None, strict=args.strict)
+        manifest = experiment_split(data_dir, args.runs_dir, args.experiment, log=lambda line: None, strict=args.strict,
+                                    split=args.split)
         print(f"experiment {args.experiment}: split {manifest['fingerprint'][:16]} in "
               f"{os.path.join(experiment_dir(args.runs_dir, args.experiment), 'split.json')}")
         for size in args.decode:

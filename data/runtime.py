@@ -130,6 +130,7 @@ class CommandConfig:
     experiment: str = setting(DEFAULT_EXPERIMENT, identity=False)  # where the run is, like runs_dir
     data_dir: Optional[str] = setting(None, identity=False)  # the split's fingerprint stands for the data
     strict: bool = setting(False, identity=False)
+    split: str = setting("auto", identity=False)  # the split's fingerprint stands for which split was used
     retrain: bool = setting(False, identity=False)
 
     def record(self):
@@ -154,10 +155,14 @@ def add_common_args(parser, data=True):
     """Flags every entry point shares."""
     if data:
         parser.add_argument("--data-dir", default=os.environ.get(DATA_DIR_ENV),
-                            help=f"folder with Real/ and Fake/ (default: ${DATA_DIR_ENV}, "
-                                 "else the embedded synthetic default)")
+                            help="data folder: Real/ + Fake/, {train,valid,test}/{real,fake}, one folder per generator "
+                                 f"with 0_real/ + 1_fake/, ... (default: ${DATA_DIR_ENV}, else the embedded default)")
         parser.add_argument("--strict", action="store_true",
-                            help="stop on a picture labelled both real and fake (default: leave it out, say so)")
+                            help="stop on a picture labelled both real and fake, or on one that a given split puts "
+                                 "on two sides (default: leave it out, or report it; say so)")
+        parser.add_argument("--split", default="auto", choices=("auto", "given", "made"),
+                            help="given: the data set's own train/ val/ test/ folders; made: the kit's own split; "
+                                 "auto (default): given where the folder has them")
     parser.add_argument("--runs-dir", default=os.environ.get(RUNS_DIR_ENV, DEFAULT_RUNS_DIR),
                         help=f"where experiments are written (default: ${RUNS_DIR_ENV} or ./runs)")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,

@@ -1,4 +1,4 @@
-"""Find every image under a `Real/` + `Fake/` folder and validate it once, before any training.
+"""Find every image under a data folder's class folders (data.layout) and validate it once, before any training.
 
 Each good image gets its sha256 and a perceptual hash in all eight orientations (so flipped and rotated
 copies can be found); each bad one gets a reason. Results are cached by path, size and modification time,
@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from data.layout import FAKE, LABEL_NAMES, REAL, Layout, find_layout  # noqa: F401  (REAL, FAKE: the labels)
 from data.runtime import UserError
 
-REAL, FAKE = 0, 1  # Fake is the positive class in every metric; never derived from folder order
-CLASS_FOLDERS = {"real": REAL, "fake": FAKE}
-LABEL_NAMES = {REAL: "real", FAKE: "fake"}
 FORMATS = {"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"}  # MPO: camera JPEGs with extra frames
 MAX_PIXELS = 40_000_000  # decompression-bomb guard, checked from the header before decoding
 MIN_SIDE = 16
@@ -49,14 +47,17 @@ class ImageRecord:
     width: int
     height: int
     phash: np.ndarray  # (8, 256) bool: the hash in each of the eight orientations
+    side: str = None  # the data set's own side of the split (train / val / test), where it gives one
+    generator: str = None  # the generator's folder, where the data set is sorted by generator
 
 
 @dataclass
 class Scan:
     root: str
-    images: list = field(default_factory=list)  # ImageRecord, sorted by path
+    images: list = field(default_factory=list)  # ImageRecord, class folder by class folder (real first)
     rejected: list = field(default_factory=list)  # (path, reason)
     skipped: list = field(default_factory=list)  # (path, reason): hidden and system files
+    layout: Layout = None
 
     def counts(self):
         return {name: sum(r.label == label for r in self.images) for label, name in LABEL_NAMES.items()}
@@ -172,27 +173,6 @@ def _inspect(path):
     return hashlib.sha256(data).hexdigest(), img.width, img.height, phash
 
 
-def find_class_folders(root, one_class_ok=False):
-    """{label: folder} for the Real/ and Fake/ sub-folders of root, in any letter case (one_class_ok: at
-    least one of the two; a test set of one generator's fakes alone is still a test set)."""
-    if not os.path.isdir(root):
-        raise UserError(f"data folder {root} does not exist or is not a folder")
-    found = {}
-    for name in sorted(os.listdir(root)):
-        label = CLASS_FOLDERS.get(name.lower())
-        if label is None or not os.path.isdir(os.path.join(root, name)):
-            continue
-        if label in found:
-            raise UserError(f"{root}: two folders for the {LABEL_NAMES[label]} class "
-                            f"({os.path.basename(found[label])} and {name})")
-        found[label] = os.path.join(root, name)
-    missing = [LABEL_NAMES[l].capitalize() + "/" for l in (REAL, FAKE) if l not in found]
-    if missing and not (one_class_ok and found):
-        raise UserError(f"{root}: no {' or '.join(missing)} folder; expected Real/ and Fake/ "
-                        "sub-folders holding the images")
-    return found
-
-
 def list_files(folder):
     """Every file below folder (symbolic links to folders are not followed, so loops cannot hang)."""
     out = []
@@ -276,18 +256,18 @@ def _progress(done, total, label, started):
 
 
 def scan_folder(root, cache_path=None, workers=None, one_class_ok=False):
-    """Validate every file under root/Real and root/Fake. Never raises for a bad image."""
-    root = os.path.abspath(root)
-    scan = Scan(root=root)
+    """Validate every file under the folder's class folders (data.layout finds them). Never raises for a bad
+    image; a class folder with no usable image is a UserError naming it."""
+    layout = find_layout(root, one_class_ok)
+    scan = Scan(root=layout.root, layout=layout)
     candidates = []
-    folders = find_class_folders(root, one_class_ok)
-    for label, folder in sorted(folders.items()):
-        for path in list_files(folder):
-            rel = os.path.relpath(path, root).replace(os.sep, "/")
+    for folder in layout.folders:
+        for path in list_files(folder.path):
+            rel = os.path.relpath(path, layout.root).replace(os.sep, "/")
             if _is_system_file(os.path.basename(path)):
                 scan.skipped.append((rel, "hidden or system file"))
             else:
-                candidates.append((path, rel, label))
+                candidates.append((path, rel, folder))
 
     cache = HashCache(cache_path)
     results = [cache.get(path) for path, _, _ in candidates]
@@ -301,15 +281,18 @@ def scan_folder(root, cache_path=None, workers=None, one_class_ok=False):
             _progress(n, len(todo), "checking and hashing", started)
     cache.save()
 
-    for (path, rel, label), result in zip(candidates, results):
+    usable = {folder.path: 0 for folder in layout.folders}
+    for (path, rel, folder), result in zip(candidates, results):
         if "error" in result:
             scan.rejected.append((rel, result["error"]))
             continue
         bits = np.unpackbits(np.frombuffer(bytes.fromhex(result["phash"]), np.uint8)).reshape(8, -1)
-        scan.images.append(ImageRecord(rel, label, result["sha256"], result["width"], result["height"],
-                                       bits.astype(bool)))
-    for label, name in LABEL_NAMES.items():
-        if label in folders and not any(r.label == label for r in scan.images):
-            raise UserError(f"{root}: the {name.capitalize()}/ folder has no usable images "
-                            f"({sum(1 for _, _, l in candidates if l == label)} files tried)")
+        scan.images.append(ImageRecord(rel, folder.label, result["sha256"], result["width"], result["height"],
+                                       bits.astype(bool), folder.side, folder.generator))
+        usable[folder.path] += 1
+    for folder in layout.folders:
+        if not usable[folder.path]:
+            tried = sum(1 for _, _, f in candidates if f is folder)
+            raise UserError(f"{os.path.relpath(folder.path, os.path.dirname(layout.root))}/ folder has no usable "
+                            f"images ({tried} files tried; it holds the {LABEL_NAMES[folder.label]} class)")
     return scan

@@ -22,6 +22,8 @@ NEAR_COPY_BITS = 24  # of 256: copies measured at <= 18 (brightness +15%), disti
 CLOSEST_SHOWN = 5
 MANIFEST_FORMAT = "deepfake-kit split manifest 1"
 SPLITS = tuple(SPLIT_FRACTIONS)
+SPLIT_SOURCES = ("auto", "given", "made")  # --split: the data set's own train/val/test folders, or the kit's
+VAL_FROM_TRAIN = 0.15  # of a given train side's groups, when the data set brings no validation side
 PAIRS_KEPT = 4  # near-copy results kept (cached_pairs): a few folders, or a few states of one
 PROGRESS_FROM = 20_000  # images: below this the comparison takes seconds
 BLOCK = 128  # images per block of the all-pairs comparison (memory: BLOCK * 8 * N floats, 570 MB at 140k)
@@ -164,28 +166,86 @@ def fingerprint(files):
     return h.hexdigest()
 
 
-def make_split(scan, threshold=NEAR_COPY_BITS, salt="", strict=False, cache_dir=None):
+def _given_sides(images, split):
+    """Each image's side when the data set's own split is used (None: the kit makes one), after checking it.
+    A missing validation side is carved from the given train side (VAL_FROM_TRAIN of its groups, by content);
+    with no test side, the given validation side is the test side (GenImage publishes results on its val/)."""
+    sides = {rec.side for rec in images if rec.side}
+    if split == "made" or (split == "auto" and not sides):
+        return None
+    if not sides:
+        raise UserError("--split given: this folder brings no split of its own (no train/ val/ test/ folders)")
+    if "train" not in sides:
+        raise UserError(f"the folder's own split has no train side (only {', '.join(sorted(sides))}): nothing to "
+                        "train on; use it as a test set (compare.report --test-dir), or --split made")
+    if len(sides) == 1:
+        raise UserError("the folder's own split has only a train side; add val/ or test/ folders, or --split made")
+    rename = {"val": "test"} if "test" not in sides else {}
+    return [rename.get(rec.side, rec.side) for rec in images]
+
+
+def _assign_sides(images, members, given, salt):
+    """{group root: side} for the kit's own split, or each image's side for a given one (val carved from train)."""
+    if given is None:
+        return {r: split_of(min(images[i].sha256 for i in idx), salt) for r, idx in members.items()}, None
+    carve = "val" not in given
+    sides = list(given)
+    if carve:
+        for idx in members.values():
+            train = [i for i in idx if given[i] == "train"]
+            key = min((images[i].sha256 for i in train), default="")
+            if train and int(hashlib.sha256((salt + "val:" + key).encode()).hexdigest()[:15], 16) / 16 ** 15 < VAL_FROM_TRAIN:
+                for i in train:
+                    sides[i] = "val"
+    return None, sides
+
+
+def _crossings(images, members, sides, strict):
+    """Groups of identical or near-identical images that a given split puts on more than one side: reported,
+    never moved (the data set's split is what published numbers are quoted on); strict: an error."""
+    out = []
+    for idx in members.values():
+        on = sorted({sides[i] for i in idx}, key=SPLITS.index)
+        if len(on) > 1:
+            files = sorted(f"{images[i].path} ({sides[i]})" for i in idx)
+            reason = f"the same picture on the {' and '.join(on)} sides of the given split: {', '.join(files[:4])}" + \
+                (f" and {len(files) - 4} more" if len(files) > 4 else "")
+            if strict:
+                raise UserError(reason + " (--strict)")
+            out.append({"files": sorted(images[i].path for i in idx), "sides": on, "reason": reason})
+    return sorted(out, key=lambda c: c["files"][0])
+
+
+def make_split(scan, threshold=NEAR_COPY_BITS, salt="", strict=False, cache_dir=None, split="auto"):
     """The split manifest (a JSON-ready dict) of a scanned folder. Groups under both labels are left out.
-    cache_dir: where the near-copy comparison's result is kept for the next time (cached_pairs)."""
+    cache_dir: where the near-copy comparison's result is kept for the next time (cached_pairs).
+    split: "made" (the kit's own), "given" (the data set's train / val / test folders) or "auto" (given where
+    the folder has them: published numbers are quoted on a data set's own split)."""
+    if split not in SPLIT_SOURCES:
+        raise UserError(f"unknown --split {split!r}; choose one of {', '.join(SPLIT_SOURCES)}")
     images = scan.images
+    given = _given_sides(images, split)
     roots, closest, conflicts = group_images(images, threshold, strict, cache_dir)
     left_out = {path for c in conflicts for path in c["files"]}
     members = {}
     for i, r in enumerate(roots):
         if images[i].path not in left_out:
             members.setdefault(r, []).append(i)
+    group_side, sides = _assign_sides(images, members, given, salt)
     files = []
     for r, idx in members.items():
         key = min(images[i].sha256 for i in idx)
-        side = split_of(key, salt)
         for i in idx:
-            files.append({"path": images[i].path, "sha256": images[i].sha256, "label": images[i].label,
-                          "split": side, "group": key[:16]})
+            entry = {"path": images[i].path, "sha256": images[i].sha256, "label": images[i].label,
+                     "split": group_side[r] if given is None else sides[i], "group": key[:16]}
+            if images[i].generator:
+                entry["generator"] = images[i].generator
+            files.append(entry)
     files.sort(key=lambda f: f["path"])
     merged = [idx for idx in members.values() if len(idx) > 1]
     counts = {s: {name: sum(1 for f in files if f["split"] == s and f["label"] == label)
                   for label, name in LABEL_NAMES.items()} for s in SPLITS}
-    return {
+    manifest = {
         "format": MANIFEST_FORMAT,
         "data_dir": scan.root,
         "fractions": SPLIT_FRACTIONS,
@@ -201,6 +261,13 @@ def make_split(scan, threshold=NEAR_COPY_BITS, salt="", strict=False, cache_dir=
         "label_conflicts": conflicts,  # left out of every side: a picture cannot be both real and fake
         "files": files,
     }
+    if given is not None:
+        manifest["split_source"] = "given"
+        manifest["given_sides"] = sorted({rec.side for rec in images if rec.side}, key=SPLITS.index)
+        manifest["given_split_crossings"] = _crossings(images, members, sides, strict)
+    if scan.layout is not None:
+        manifest["layout"] = scan.layout.describe()
+    return manifest
 
 
 def balanced_subset(manifest, split, per_class, seed, what, at_most=False):
@@ -234,7 +301,13 @@ def load_manifest(path):
 
 def describe(manifest):
     """Human-readable lines: dataset summary, per-split counts, grouping, closest unmerged pairs."""
-    lines = [manifest["summary"]]
+    lines = [manifest["summary"]] + ([manifest["layout"]] if manifest.get("layout") else [])
+    if manifest.get("split_source") == "given":
+        given = manifest["given_sides"]
+        note = "" if "test" in given and "val" in given else \
+            " (validation carved from train)" if "test" in given else \
+            " (no test side given: its val side is the test side, validation carved from train)"
+        lines.append(f"split: the data set's own ({', '.join(given)}){note}; --split made makes the kit's own")
     for s in SPLITS:
         c = manifest["counts"][s]
         lines.append(f"  {s:<5} {c['real'] + c['fake']:>7,}  ({c['real']:,} real, {c['fake']:,} fake)")
@@ -249,6 +322,11 @@ def describe(manifest):
                      "group(s) labelled both real and fake (--strict makes this an error):")
         for c in conflicts:
             lines.append(f"  {c['reason']}" + (f"; also {', '.join(c['files'][2:])}" if len(c["files"]) > 2 else ""))
+    crossings = manifest.get("given_split_crossings") or []
+    if crossings:
+        lines.append(f"warning: {len(crossings):,} picture(s) on more than one side of the given split (kept as given; "
+                     "--strict makes this an error):")
+        lines.extend(f"  {c['reason']}" for c in crossings[:10])
     if manifest["closest_unmerged"]:
         lines.append("closest pairs not merged (look at them if the threshold seems too strict):")
         for p in manifest["closest_unmerged"]:
@@ -261,8 +339,9 @@ def scan_cache_path(runs_dir):
     return os.path.join(os.path.abspath(runs_dir), ".cache", "scan.json")
 
 
-def experiment_split(data_dir, runs_dir, experiment, log=print, strict=False):
-    """The experiment's split: made once and written to runs/<experiment>/split.json, then reused."""
+def experiment_split(data_dir, runs_dir, experiment, log=print, strict=False, split="auto"):
+    """The experiment's split: made once and written to runs/<experiment>/split.json, then reused.
+    split: as make_split's; an experiment keeps the kind of split it was made with."""
     path = os.path.join(experiment_dir(runs_dir, experiment), "split.json")
     data_dir = os.path.abspath(data_dir)
     if os.path.exists(path):
@@ -270,11 +349,15 @@ def experiment_split(data_dir, runs_dir, experiment, log=print, strict=False):
         if os.path.abspath(manifest["data_dir"]) != data_dir:
             raise UserError(f"experiment {experiment!r} was split from {manifest['data_dir']}, not "
                             f"{data_dir}; use another --experiment for other data")
+        source = manifest.get("split_source", "made")
+        if split not in ("auto", source):
+            raise UserError(f"experiment {experiment!r} uses the {'data set' if source == 'given' else 'kit'}'s own "
+                            f"split, not --split {split}; use another --experiment for another split")
         log(f"split: reusing {path} ({len(manifest['files']):,} images, "
             f"fingerprint {manifest['fingerprint'][:16]})")
         return manifest
     scan = scan_folder(data_dir, cache_path=scan_cache_path(runs_dir))
-    manifest = make_split(scan, strict=strict, cache_dir=os.path.dirname(scan_cache_path(runs_dir)))
+    manifest = make_split(scan, strict=strict, cache_dir=os.path.dirname(scan_cache_path(runs_dir)), split=split)
     write_json_atomic(path, manifest)
     for line in describe(manifest):
         log(line)

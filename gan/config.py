@@ -137,4 +137,4 @@ def resolve_config(args):
         values, diffaugment=",".join(policy) or "none", preset=args.preset, stage=args.stage, retrain=args.retrain,
         gan_data=args.gan_data, latent_dim=LATENT_DIM, seed=args.seed, precision=args.precision,
         runs_dir=os.path.abspath(args.runs_dir), experiment=args.experiment, data_dir=args.data_dir,
-        strict=args.strict, inception_weights=args.inception_weights, labels=args.labels))
+        strict=args.strict, split=args.split, inception_weights=args.inception_weights, labels=args.labels))

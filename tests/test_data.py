@@ -71,7 +71,7 @@ def test_bad_files_are_rejected_with_reasons_and_odd_ones_converted(tmp_path):
 
 def test_missing_class_folder_and_empty_class_are_one_line_errors(tmp_path):
     make_dataset_dir(tmp_path / "a", n_real=2, n_fake=0)
-    with pytest.raises(UserError, match="no Fake/ folder"):
+    with pytest.raises(UserError, match="has no fake class folder"):
         scan_folder(str(tmp_path / "a"))
     os.makedirs(tmp_path / "a" / "Fake")
     (tmp_path / "a" / "Fake" / "broken.jpg").write_bytes(b"nope")
@@ -184,8 +184,9 @@ def test_cli_prints_summary_and_writes_manifest(tmp_path):
 def test_cli_bad_folder_is_one_clear_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "data", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path}: no Real/ or Fake/ folder; expected Real/ "
-                                                "and Fake/ sub-folders holding the images"]
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {tmp_path}: no class folders found (saw no sub-folder); expected Real/ and Fake/ (or real/ + fake/, "
+        "0_real/ + 1_fake/, nature/ + ai/), possibly inside train/ val/ test/ or one folder per generator"]
 
 
 def test_edited_manifest_is_refused(tmp_path):
