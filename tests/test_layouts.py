@@ -163,6 +163,14 @@ def test_a_given_split_is_what_training_and_the_report_use_and_a_per_generator_t
     assert metrics["test_dirs"] == {g: os.path.join(external, g) for g in ("biggan", "stylegan")}
     external_sets = metrics["models"]["baseline"]["external"]
     assert {name: s["images"] for name, s in external_sets.items()} == {"biggan": 7, "stylegan": 7}
+    # the learning curve's label subsets are drawn from the given train side and judged on the given test side
+    from compare import bench
+
+    assert bench.main(["--learning-curve", "--labels", "4", "--recipes", "baseline", "--seeds", "1", "--data-dir", data,
+                       "--runs-dir", runs, "--experiment", "x", "--precision", "float32",
+                       "--detector-args", "--image-size 16 --epochs 1 --batch-size 8"]) == 0
+    point = read_run(os.path.join(runs, "x", "baseline-labels4.seed1337"))
+    assert point["split_fingerprint"] == run_split["fingerprint"] and point["train_images"] == 4
     with pytest.raises(UserError, match="uses the data set's own split, not --split made"):
         train_cli.main(["--data-dir", data, "--runs-dir", runs, "--experiment", "x", "--epochs", "1",
                         "--image-size", "16", "--split", "made"])
