@@ -72,16 +72,33 @@ ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
 
 
+def onednn_cap():
+    """The ISA oneDNN is capped at (ONEDNN_MAX_CPU_ISA), upper case, or "" where it is not."""
+    return next((os.environ[name].strip().upper() for name in ISA_ENV if os.environ.get(name)), "")
+
+
 def native_bfloat16():
     """True where bfloat16 runs in hardware: AMX or AVX512-BF16 in the CPU flags, and oneDNN not capped below."""
-    capped = next((os.environ[name].strip().upper() for name in ISA_ENV if os.environ.get(name)), "")
-    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"}) and capped not in ISAS_WITHOUT_BF16
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"}) and onednn_cap() not in ISAS_WITHOUT_BF16
+
+
+def bfloat16_refused():
+    """Why bfloat16 cannot run here, or None. On an AVX-512 CPU TensorFlow hands bfloat16 convolutions to
+    oneDNN, which, capped below bfloat16, has none to give (the step fails deep in TensorFlow); a CPU without
+    AVX-512 runs them, slowly, in TensorFlow's own kernels."""
+    if "avx512f" in cpu_flags() and onednn_cap() in ISAS_WITHOUT_BF16:
+        return (f"--precision mixed_bfloat16: oneDNN is capped at {onednn_cap()} (ONEDNN_MAX_CPU_ISA), below "
+                "bfloat16, and TensorFlow gives this CPU's bfloat16 convolutions to it; use --precision float32 "
+                "(what auto chooses here) or lift the cap")
+    return None
 
 
 def resolve_precision(precision):
     """'auto' -> bfloat16 where the CPU has native bf16 matrix units, float16 on a GPU, else float32."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "mixed_bfloat16" and bfloat16_refused() and not import_tensorflow().config.list_physical_devices("GPU"):
+        raise UserError(bfloat16_refused())
     if precision != "auto":
         return precision
     tf = import_tensorflow()
@@ -106,14 +123,17 @@ def setup(seed, precision="auto", deterministic=True):
     return policy
 
 
-def setting(default=dataclasses.MISSING, *, identity=True, roles=None, extends=False, added_later=dataclasses.MISSING):
+def setting(default=dataclasses.MISSING, *, identity=True, roles=None, extends=False, cap=None,
+            added_later=dataclasses.MISSING):
     """A configuration field that says what it means for a finished run (read by data.runs.finished_run):
     identity=False: how the command ran, not what a run is (runs_dir, --retrain): never compared;
     roles: the kinds of run it shapes (e.g. a GAN's settings shape the GAN and the detectors fine-tuned from
         it); compared only for those (None: every kind);
     extends: a different value carries a finished run on instead of conflicting (a search's budget);
+    cap: a limit that matters only where it cut the run short, named as its run.json's "stopped_by" says it
+        (a GAN that reached its steps inside --gan-minutes is the same GAN as one without the cap);
     added_later: the value a run recorded before the setting existed was made with."""
-    meta = {"identity": identity, "roles": roles, "extends": extends}
+    meta = {"identity": identity, "roles": roles, "extends": extends, "cap": cap}
     if added_later is not dataclasses.MISSING:
         meta["added_later"] = added_later
     return dataclasses.field(default=default, metadata=meta)
@@ -145,6 +165,10 @@ class CommandConfig:
             if f.metadata.get("identity", True) and (roles is None or role in roles):
                 out[f.name] = (getattr(self, f.name), f.metadata.get("added_later"))
         return out
+
+    def caps(self):
+        """{setting: how run.json's stopped_by names it} of the limits: compared only where they stopped a run."""
+        return {f.name: f.metadata["cap"] for f in dataclasses.fields(self) if f.metadata.get("cap")}
 
     def extending(self):
         """The settings whose change carries a finished run on (a larger search budget extends the search)."""

@@ -140,3 +140,11 @@ def completed_trials(tuner_dir):
             if trial.get("status") == "COMPLETED":
                 done.append(trial["trial_id"])
     return done
+
+
+def reduced_precision():
+    """A mixed precision this machine runs: bfloat16, or float16 where oneDNN is capped below bfloat16
+    (ONEDNN_MAX_CPU_ISA=AVX2 on an AVX-512 CPU, where TensorFlow's bfloat16 convolutions fail)."""
+    from data.runtime import bfloat16_refused
+
+    return "mixed_float16" if bfloat16_refused() else "mixed_bfloat16"

@@ -10,6 +10,7 @@ import pytest
 
 from classifiers import export
 from classifiers.predict import collect, load_detector, predict_files
+from conftest import reduced_precision
 from data.pipeline import fit_square
 from data.runtime import UserError, run_main
 from data.scan import read_rgb
@@ -53,7 +54,7 @@ def runs(tmp_path_factory):
     runs = str(root / "runs")
     common = ["--data-dir", faces, "--runs-dir", runs, "--epochs", "1"]
     assert train.main(["--model", "baseline"] + common + TINY) == 0
-    assert train.main(["--model", "baseline", "--experiment", "bf16"] + common + TINY[:-1] + ["mixed_bfloat16"]) == 0
+    assert train.main(["--model", "baseline", "--experiment", "mixed"] + common + TINY[:-1] + [reduced_precision()]) == 0
     assert gan_train.main(["--data-dir", faces, "--runs-dir", runs, "--gan-steps", "2", "--sample-every", "2",
                            "--gan-batch-size", "8", "--finetune-epochs", "1", "--head-epochs", "1", "--seeds", "1",
                            "--gan-minutes", "0"] + TINY) == 0
@@ -61,13 +62,13 @@ def runs(tmp_path_factory):
     assert adapt.main(["--run", os.path.join(exp, "baseline"), "--data-dir", family, "--shots", "3", "--epochs", "1",
                        "--precision", "float32"]) == 0
     return {"faces": faces, "exp": exp, "runs": runs,
-            "baseline": os.path.join(exp, "baseline"), "bf16": os.path.join(runs, "bf16", "baseline"),
+            "baseline": os.path.join(exp, "baseline"), "mixed": os.path.join(runs, "mixed", "baseline"),
             "adapted": os.path.join(exp, "adapted", "sharp", "baseline-k3.seed1337"),
             "one-class": os.path.join(exp, "dcgan-one-class"), "zero-shot": os.path.join(exp, "dcgan-zero-shot"),
             "fine-tuned": os.path.join(exp, "dcgan-discriminator")}
 
 
-@pytest.mark.parametrize("kind", ["baseline", "bf16", "adapted", "one-class", "zero-shot", "fine-tuned"])
+@pytest.mark.parametrize("kind", ["baseline", "mixed", "adapted", "one-class", "zero-shot", "fine-tuned"])
 def test_an_exported_detector_gives_predicts_probabilities_without_the_kit(runs, kind, tmp_path):
     run = runs[kind]
     out = str(tmp_path / "out")

@@ -110,3 +110,16 @@ def test_auto_precision_follows_the_cpu_and_a_capped_onednn(monkeypatch, flags, 
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
     assert runtime.resolve_precision("auto") == expected
     assert runtime.resolve_precision("float32") == "float32"
+
+
+def test_bfloat16_asked_for_where_onednn_is_capped_below_it_is_one_line(monkeypatch):
+    """On an AVX-512 CPU TensorFlow gives bfloat16 convolutions to oneDNN; capped at AVX2, oneDNN has none and
+    the first step would fail deep inside TensorFlow."""
+    from data import runtime
+
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    with pytest.raises(UserError, match="oneDNN is capped at AVX2"):
+        runtime.resolve_precision("mixed_bfloat16")
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "fma"})  # no AVX-512: TensorFlow's own kernels
+    assert runtime.resolve_precision("mixed_bfloat16") == "mixed_bfloat16"

@@ -7,6 +7,7 @@ from classifiers import search
 from classifiers import train as train_cli
 from classifiers.registry import BASELINE
 from classifiers.layers import load_model_safely
+from conftest import reduced_precision
 from data.runs import read_run
 
 TINY = ["--image-size", "16", "--batch-size", "16", "--seed", "3"]
@@ -15,7 +16,7 @@ TINY = ["--image-size", "16", "--batch-size", "16", "--seed", "3"]
 def test_every_trial_and_the_winner_run_at_the_requested_precision(tiny_faces, tmp_path, monkeypatch):
     import keras
 
-    seen = []
+    seen, reduced = [], reduced_precision()  # any policy but float32, which clear_session() resets to
     real_build = search.build_from_config
 
     def recording_build(*args, **kwargs):
@@ -25,14 +26,14 @@ def test_every_trial_and_the_winner_run_at_the_requested_precision(tiny_faces, t
     monkeypatch.setattr(search, "build_from_config", recording_build)
     runs = str(tmp_path / "runs")
     assert train_cli.main(["--model", "hpsearch", "--tuner", "random", "--max-trials", "3", "--search-epochs", "1",
-                           "--epochs", "1", "--precision", "mixed_bfloat16", "--data-dir", tiny_faces,
+                           "--epochs", "1", "--precision", reduced, "--data-dir", tiny_faces,
                            "--runs-dir", runs] + TINY) == 0
-    assert len(seen) >= 3 and set(seen) == {"mixed_bfloat16"}, seen
+    assert len(seen) >= 3 and set(seen) == {reduced}, seen
     folder = os.path.join(runs, "default", "hpsearch")
-    assert read_run(folder)["precision"] == "mixed_bfloat16"
+    assert read_run(folder)["precision"] == reduced
     model = load_model_safely(os.path.join(folder, "model.keras"))
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-    assert convs and all(layer.dtype_policy.name == "mixed_bfloat16" for layer in convs)
+    assert convs and all(layer.dtype_policy.name == reduced for layer in convs)
     keras.mixed_precision.set_global_policy("float32")
 
 
