@@ -241,6 +241,11 @@ def parse_args(argv=None):
                         "synthetic sets of N images at 256 px, and on --data-dir if given (compare/scale.py)")
     p.add_argument("--probe-steps", type=positive_int,
                    help="with --scale: training steps measured per model and size (default 60)")
+    p.add_argument("--machine", action="store_true",
+                   help="what this machine will take, in about a minute: the quick GAN's steps/s and the "
+                        "detectors' training images/s, with the CPU's flags and the precision (compare/machine.py)")
+    p.add_argument("--machine-steps", type=positive_int, default=60,
+                   help="with --machine: GAN steps measured after a warm-up of a sixth as many")
     args = p.parse_args(argv)
     if args.image_size is None:
         args.image_size = [64, 128] if args.scale else [128, 256]
@@ -255,6 +260,8 @@ def main(argv=None):
         from compare.scale import run
 
         return run(args)
+    if args.machine:
+        return machine(args)
     from data.synthetic import resolve_data_dir
 
     policy = setup(args.seed, args.precision, deterministic=False)
@@ -269,6 +276,20 @@ def main(argv=None):
     if args.json_out:
         from data.runs import write_json_atomic
 
+        write_json_atomic(args.json_out, results)
+        print(f"written to {args.json_out}")
+    return 0
+
+
+def machine(args):
+    from compare import machine as M
+    from data.runs import write_json_atomic
+
+    policy = setup(args.seed, args.precision, deterministic=False)
+    results = M.measure(policy, warmup=max(2, args.machine_steps // 6), steps=args.machine_steps,
+                        log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(M.table(results))
+    if args.json_out:
         write_json_atomic(args.json_out, results)
         print(f"written to {args.json_out}")
     return 0

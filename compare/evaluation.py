@@ -53,6 +53,22 @@ class TestResult:
     images: np.ndarray
 
 
+def gan_runs(runs_dir, experiment, manifest):
+    """The experiment's GANs on this split: steps reached against steps asked for, and what stopped them, so a
+    GAN cut short by its minute cap is never read as the preset's full GAN."""
+    out = []
+    for folder, info in list_runs(runs_dir, experiment)[0]:
+        if info.get("kind") != "gan" or info.get("split_fingerprint") != manifest["fingerprint"]:
+            continue
+        config, kit = info.get("config") or {}, ((info.get("quality") or {}).get("spaces") or {}).get("kit") or {}
+        out.append({"name": os.path.basename(folder), "steps": info.get("steps_completed"),
+                    "steps_planned": info.get("steps_planned", config.get("gan_steps")),
+                    "stopped_by": info.get("stopped_by"), "gan_minutes": config.get("gan_minutes"),
+                    "minutes": round((info.get("train_seconds") or 0) / 60, 1), "preset": config.get("preset"),
+                    "kid": (kit.get("generator") or [None])[0], "kid_floor": (kit.get("floor") or [None])[0]})
+    return out
+
+
 def find_detectors(runs_dir, experiment, manifest):
     """([Detector], skipped as [(name, reason)])."""
     from classifiers.layers import load_model_safely

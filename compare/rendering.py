@@ -73,6 +73,23 @@ def planned_markdown(planned):
     return lines
 
 
+def gan_line(gan):
+    """'dcgan: 1,500 of 10,000 steps, cut short by --gan-minutes 15 ...' or 'dcgan: all 10,000 steps ...'."""
+    kid = f", KID {gan['kid']:.4f} (real-vs-real floor {gan['kid_floor']:.4f})" if gan.get("kid") is not None else ""
+    if gan["stopped_by"] == "minutes":
+        return (f"`{gan['name']}`: **cut short by --gan-minutes {gan['gan_minutes']:g}: {gan['steps']:,} of the "
+                f"{gan['steps_planned']:,} steps asked for**, in {gan['minutes']:g} min{kid}. Its detectors answer for "
+                "this shorter GAN, not the preset's")
+    return f"`{gan['name']}`: all {gan['steps']:,} steps asked for, in {gan['minutes']:g} min{kid}"
+
+
+def gan_markdown(gans):
+    if not gans:
+        return []
+    return ["", "## The GANs", "", "What the `dcgan-*` detectors were made from (each GAN's run.json).", ""] + \
+        [f"- {gan_line(g)}" for g in gans]
+
+
 def external_markdown(report):
     sets = list(report.get("test_dirs") or {})
     if not sets:
@@ -124,7 +141,7 @@ def markdown(report, plots):
              "run: metrics.csv."
              + (" Every prediction averages the image and its mirror image (`--tta`)." if report.get("tta") else ""),
              ""] + recipe_table(report) + [""] + run_table(report)
-    lines += planned_markdown(report["planned"])
+    lines += planned_markdown(report["planned"]) + gan_markdown(report.get("gans"))
     lines += external_markdown(report) + robustness_markdown(report)
     lines += A.markdown(report["adaptation"]) + LC.markdown(report.get("learning_curve"))
     if report["skipped"]:
@@ -142,7 +159,8 @@ def terminal_summary(report):
         rows.append(f"{r['recipe']:<{width}} {len(r['runs']):>5} {auc_cell(r):>22} {_fmt(r['average_precision']):>6} "
                     f"{_fmt(r['eer']):>6} {_fmt(r['tpr_at_fpr_5pct']):>7} {_fmt(r['accuracy_at_threshold']):>6} "
                     f"{_fmt(r['ms_per_image'], 2):>7}")
-    tables = ["\n".join(rows), "\n".join(f"{c['verdict']}: {c['difference']:+.3f} (95% CI {c['ci95'][0]:+.3f} to "
+    cut = [gan_line(g).replace("**", "").replace("`", "") for g in report.get("gans") or [] if g["stopped_by"] == "minutes"]
+    tables = ["\n".join(rows), "\n".join(cut), "\n".join(f"{c['verdict']}: {c['difference']:+.3f} (95% CI {c['ci95'][0]:+.3f} to "
                                          f"{c['ci95'][1]:+.3f}, {c['evidence']})" for c in report["planned"]),
               external_terminal(report), A.terminal(report["adaptation"]) if report["adaptation"] else ""]
     return "\n\n".join(t for t in tables if t)

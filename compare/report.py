@@ -70,7 +70,8 @@ def assemble(args, exp, manifest, models, results, skipped, test_dirs):
               "perturb": args.perturb, "tta": args.tta, "ranking": ranking, "models": models,
               "recipes": C.recipe_rows(models, grouped), "planned": C.planned(models, results, grouped),
               "pairwise": E.pairwise(results), "skipped": skipped,
-              "adaptation": A.summary(A.collect(exp, manifest["fingerprint"])), "learning_curve": LC.load(exp)}
+              "adaptation": A.summary(A.collect(exp, manifest["fingerprint"])), "learning_curve": LC.load(exp),
+              "gans": E.gan_runs(args.runs_dir, args.experiment, manifest)}
     report["seed_groups"], report["seed_pairs"] = S.summarise(models)
     return report
 

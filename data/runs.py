@@ -169,9 +169,13 @@ def run_differences(info, cfg, manifest, role=None, made_from=None):
     normal = (lambda v: json.loads(json.dumps(v, sort_keys=True, default=str)))
     out = []
     for key, (value, before_it_existed) in sorted(cfg.identity(role).items()):
+        if key in cfg.caps() and info.get("stopped_by") != cfg.caps()[key]:
+            continue  # the run reached its goal inside the limit: another limit would have made the same run
         old, new = normal(recorded.get(key, before_it_existed)), normal(value)
         if old != new:
-            out.append(f"{key} {old!r} -> {new!r}")
+            cut = f" (it stopped at step {info.get('steps_completed'):,} of {recorded.get('gan_steps'):,})" \
+                if key in cfg.caps() and info.get("steps_completed") is not None else ""
+            out.append(f"{key} {old!r} -> {new!r}{cut}")
     if info.get("split_fingerprint") != manifest["fingerprint"]:
         out.append("another split")
     if made_from is not None and (info.get(made_from[0]) or {}).get("created") != made_from[1]:

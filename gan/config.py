@@ -59,7 +59,7 @@ class GanConfig(CommandConfig):
     # stage 1, the GAN
     image_size: int
     gan_steps: int = setting(roles=STAGES)  # whole rounds of sample_every
-    gan_minutes: float = setting(roles=STAGES)  # 0: the steps alone decide
+    gan_minutes: float = setting(roles=STAGES, cap="minutes")  # 0: the steps alone decide
     sample_every: int = setting(roles=STAGES)
     gan_batch_size: int = setting(roles=STAGES)
     diffaugment: str = setting(roles=STAGES)  # comma-separated policy, or "none"

@@ -188,6 +188,16 @@ class StepBudget:
                 elapsed = self.base + now - self.started
                 left = min((cfg.gan_steps - steps) / rate, budget - elapsed)
                 r1 = f", R1 {logs['r1']:.3f}" if "r1" in logs else ""
+                if steps < cfg.gan_steps and not getattr(self, "estimated", False):  # after this process's first
+                    # round: what the whole GAN costs on this machine
+                    self.estimated = True
+                    total = elapsed + (cfg.gan_steps - steps) / rate
+                    cap = (f"; --gan-minutes {cfg.gan_minutes:g} stops it at about step "
+                           f"{min(cfg.gan_steps, steps + int(max(budget - elapsed, 0) * rate)):,}"
+                           if total > budget else "")
+                    print(f"{cfg.gan_name}: at {rate:.1f} steps/s on this machine the {cfg.gan_steps:,} steps take "
+                          f"about {total / 60:.0f} min in all, {(cfg.gan_steps - steps) / rate / 60:.0f} min from "
+                          f"now{cap}", flush=True)
                 print(f"{cfg.gan_name}: step {steps:,}/{cfg.gan_steps:,} ({rate:.1f} steps/s), "
                       f"d_loss {logs['d_loss']:.3f}, g_loss {logs['g_loss']:.3f}{r1}, KID {kid:.4f} "
                       f"(floor {outer.judge.floor['kit'][0]:.4f}), "
@@ -262,7 +272,8 @@ class GanTraining:
         cfg = self.cfg
         return {
             "train_images": len(self.images), "train_seconds": round(progress["seconds"], 2),
-            "steps_completed": int(gan.g_optimizer.iterations.numpy()), "stopped_by": self.budget.stopped_by,
+            "steps_completed": int(gan.g_optimizer.iterations.numpy()), "steps_planned": cfg.gan_steps,
+            "stopped_by": self.budget.stopped_by,
             "epochs_completed": len(progress["epochs"]), "resumed_from_round": resumed_from or None,
             "generator_file": "generator.keras holds the averaged (EMA) generator; generator_raw.keras the trained one",
             "params": {"generator": int(gan.generator.count_params()),
@@ -280,6 +291,9 @@ class GanTraining:
                 if "baseline_calls_fake" in quality else "")
         print(f"{name}: {info['steps_completed']:,} steps in {info['train_seconds'] / 60:.1f} min{note}; samples in "
               f"{final}/samples/")
+        if info["stopped_by"] == "minutes":
+            print(f"{name}: cut short by --gan-minutes {info['config']['gan_minutes']:g}: {info['steps_completed']:,} of "
+                  f"the {info['steps_planned']:,} steps asked for; its detectors answer for this shorter GAN")
         for line in describe(quality):
             print(f"{name}: {line}")
 

@@ -102,3 +102,21 @@ def test_curve_recipes_come_from_the_registry(monkeypatch):
     assert curves.recipe("tiny") == {"image_size": 64, "epochs": 5, "precision": "kit", "what": "a tiny CNN (quick preset)"}
     assert curves.recipe("baseline")["epochs"] == 8 and curves.recipe("original")["precision"] == "float32"
     assert "tiny" in curves.known_recipes() and "backbone" not in curves.known_recipes()  # it needs --backbone
+
+
+def test_the_machine_figures_name_the_cpu_and_the_precision_and_what_the_quick_gan_takes(tmp_path):
+    out = tmp_path / "machine.json"
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")  # auto precision is then float32 on any CPU
+    proc = subprocess.run([sys.executable, "-m", "compare.bench", "--machine", "--machine-steps", "2",
+                           "--json-out", str(out)], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    r = json.load(open(out))
+    assert r["precision"] == "float32" and r["onednn_cap"] == "ONEDNN_MAX_CPU_ISA=AVX2"
+    assert r["gan_steps_per_s"] > 0 and r["baseline_images_per_s"] > 0 and r["resnet_images_per_s"] > 0
+    assert r["gan_minutes_quick"] == r["gan_steps_quick"] / r["gan_steps_per_s"] / 60
+    with open("/proc/cpuinfo") as f:
+        flags = next(line for line in f if line.startswith("flags")).split(":", 1)[1].split()
+    assert r["cpu_flags"].split() == [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
+                                                   "amx_tile") if f in flags]
+    assert f"quick GAN, training steps/s (64 px, batch 32, DiffAugment) | {r['gan_steps_per_s']:.2f}" in proc.stdout
+    assert "oneDNN capped (ONEDNN_MAX_CPU_ISA=AVX2)" in proc.stdout

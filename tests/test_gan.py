@@ -228,12 +228,36 @@ def test_the_averaged_generator_follows_the_trained_one_and_draws_the_samples(tm
     assert not np.array_equal(picture, grid(to_uint8(gan.generator(z, training=False))))
 
 
-def test_a_minute_budget_stops_between_rounds(tiny_faces, tmp_path):
+def test_a_minute_cap_stops_between_rounds_and_is_never_taken_for_the_whole_gan(tiny_faces, tmp_path, capsys):
+    from compare import evaluation, rendering
+
     runs = str(tmp_path / "runs")
-    gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--gan-steps", "30", "--sample-every", "3",
-                  "--gan-minutes", "0.00001", "--stage", "gan"] + TINY)
+    argv = ["--data-dir", tiny_faces, "--runs-dir", runs, "--gan-steps", "30", "--sample-every", "3", "--stage", "gan"]
+    assert gan_cli.main(argv + ["--gan-minutes", "0.00001"] + TINY) == 0
+    out = capsys.readouterr().out
+    assert "dcgan: at " in out and "steps/s on this machine the 30 steps take about" in out  # said after round 1
+    assert "cut short by --gan-minutes 1e-05: 3 of the 30 steps asked for" in out
     info = read_run(os.path.join(runs, "default", "dcgan"))
     assert info["stopped_by"] == "minutes" and info["steps_completed"] == 3  # one round, then the budget ran out
+    assert info["steps_planned"] == 30
+    # the same command keeps it; the whole GAN (no cap) is another GAN, and the refusal says why
+    assert gan_cli.main(argv + ["--gan-minutes", "0.00001"] + TINY) == 0
+    assert "already trained with this configuration" in capsys.readouterr().out
+    with pytest.raises(UserError, match=r"gan_minutes 1e-05 -> 0.0 \(it stopped at step 3 of 30\)"):
+        gan_cli.main(argv + ["--gan-minutes", "0"] + TINY)
+    manifest = json.load(open(os.path.join(runs, "default", "split.json")))
+    [gan] = evaluation.gan_runs(runs, "default", manifest)
+    assert (gan["steps"], gan["steps_planned"], gan["stopped_by"]) == (3, 30, "minutes")
+    assert "**cut short by --gan-minutes 1e-05: 3 of the 30 steps asked for**" in "\n".join(rendering.gan_markdown([gan]))
+
+
+def test_a_gan_that_reached_its_steps_inside_a_cap_is_the_gan_without_it(tiny_faces, tmp_path, capsys):
+    runs = str(tmp_path / "runs")
+    argv = ["--data-dir", tiny_faces, "--runs-dir", runs, "--gan-steps", "2", "--sample-every", "2", "--stage", "gan"]
+    assert gan_cli.main(argv + ["--gan-minutes", "60"] + TINY) == 0
+    assert read_run(os.path.join(runs, "default", "dcgan"))["stopped_by"] == "steps"
+    assert gan_cli.main(argv + ["--gan-minutes", "0"] + TINY) == 0
+    assert "already trained with this configuration" in capsys.readouterr().out
 
 
 def test_the_gan_trains_on_training_real_images_only(tiny_faces, tmp_path):
