@@ -7,8 +7,8 @@ PY := $(VENV)/bin/python
 RUNS ?= runs
 EXPERIMENT ?= demo
 # The demo's resnet (8 epochs), search (Hyperband, at most 3 trials of up to 2 epochs) and GAN (400 steps)
-# are smaller than --preset quick's (30 epochs; 15 minutes / 30 trials of up to 12 epochs; 10,000 GAN steps or
-# 15 minutes) so that the whole job, install included, stays under 10 minutes on 2 cores; run the commands
+# are smaller than --preset quick's (30 epochs; 15 minutes / 30 trials of up to 12 epochs; 5,500 GAN steps)
+# so that the whole job, install included, stays under 10 minutes on 2 cores; run the commands
 # yourself for the full quick preset. The GAN's detectors are a small learning curve's: its discriminator
 # and the scratch control fine-tuned on 50 labelled faces and on all of them, two seeds each (the full
 # curve, with the baseline and resnet beside them: docs/learning-curve.md). Two external synthetic sets

@@ -58,8 +58,9 @@ def parse_args(argv=None):
     p.add_argument("--image-size", type=positive_int, help="64 (default) or 128; any power of two >= 16")
     p.add_argument("--gan-steps", type=positive_int, help="GAN optimizer steps (rounded up to whole rounds)")
     p.add_argument("--gan-minutes", type=float,
-                   help="stop the GAN before a round would end past this many minutes; 0: steps alone decide "
-                        "(only a step budget is reproducible across machines)")
+                   help="a cap: stop the GAN before a round would end past this many minutes (default 0: the steps "
+                        "alone decide, so every machine trains the same GAN); a run it cuts short is recorded and "
+                        "reported as such")
     p.add_argument("--sample-every", type=positive_int,
                    help="steps per round: a sample grid, a quality figure and a checkpoint after each")
     p.add_argument("--gan-batch-size", type=positive_int)

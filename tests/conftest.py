@@ -1,6 +1,7 @@
 """Shared helpers: every test builds its own small data in a temporary folder."""
 import io
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -41,6 +42,15 @@ def make_dataset_dir(root, n_real=6, n_fake=6, size=48, seed=0, real="Real", fak
     for i in range(n_fake):
         write_image(os.path.join(root, fake, f"f{i:03d}.jpg"), smooth_image(seed * 1000 + 500 + i, size))
     return str(root)
+
+
+@pytest.fixture(autouse=True)
+def float32_after_each_test():
+    """A command run in-process sets Keras's global dtype policy (bfloat16 on an AVX512-BF16 CPU with
+    --precision auto); the next test must not inherit it, or its verdict would depend on what ran before."""
+    yield
+    if "keras" in sys.modules:
+        sys.modules["keras"].mixed_precision.set_global_policy("float32")
 
 
 @pytest.fixture
