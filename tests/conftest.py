@@ -62,6 +62,15 @@ def tiny_faces(tmp_path_factory):
     return generate(str(dest), images_per_class=40, size=32)
 
 
+def faces_and_family(root):
+    """The kit's synthetic faces at 32 px (40 per class) and a folder of the other family (over-sharpened fakes),
+    below root: a source experiment's data and a new family to adapt it to or judge it on."""
+    from data.synthetic import generate
+
+    return (generate(str(root / "faces"), images_per_class=40, size=32),
+            generate(str(root / "sharp"), images_per_class=40, size=32, seed=9, family="sharpened"))
+
+
 def write_bad_corpus(folder):
     """Every kind of bad or unusual file the kit must survive. Returns {name: expected 'used'|'rejected'|'skipped'}."""
     import os

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from classifiers import adapt
+from conftest import faces_and_family
 from data.split import balanced_subset
 from data.runs import read_run
 from data.runtime import UserError, run_main
@@ -29,11 +30,9 @@ def tree_digest(folder):
 def source(tmp_path_factory):
     """A baseline trained one epoch on the 32 px synthetic faces, and a folder of the other family."""
     from classifiers import train
-    from data.synthetic import generate
 
     root = tmp_path_factory.mktemp("adapt")
-    faces = generate(str(root / "faces"), images_per_class=40, size=32)
-    family = generate(str(root / "sharp"), images_per_class=40, size=32, seed=9, family="sharpened")
+    faces, family = faces_and_family(root)
     runs = str(root / "runs")
     assert train.main(["--model", "baseline", "--data-dir", faces, "--runs-dir", runs] + TINY) == 0
     return {"run": os.path.join(runs, "default", "baseline"), "family": family, "faces": faces, "runs": runs,

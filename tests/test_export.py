@@ -10,7 +10,7 @@ import pytest
 
 from classifiers import export
 from classifiers.predict import collect, load_detector, predict_files
-from conftest import reduced_precision
+from conftest import faces_and_family, reduced_precision
 from data.pipeline import fit_square
 from data.runtime import UserError, run_main
 from data.scan import read_rgb
@@ -45,12 +45,10 @@ print(json.dumps({"serve": serve.tolist(), "default": default.tolist(), "tflite"
 def runs(tmp_path_factory):
     """Finished detectors of every kind, trained a step or two on 16 px synthetic faces."""
     from classifiers import adapt, train
-    from data.synthetic import generate
     from gan import train as gan_train
 
     root = tmp_path_factory.mktemp("export")
-    faces = generate(str(root / "faces"), images_per_class=40, size=32)
-    family = generate(str(root / "sharp"), images_per_class=40, size=32, seed=9, family="sharpened")
+    faces, family = faces_and_family(root)
     runs = str(root / "runs")
     common = ["--data-dir", faces, "--runs-dir", runs, "--epochs", "1"]
     assert train.main(["--model", "baseline"] + common + TINY) == 0

@@ -429,3 +429,11 @@ def test_the_r1_penalty_is_the_squared_gradient_on_the_real_faces_in_a_step_of_i
 def test_a_negative_r1_weight_is_refused(tiny_faces, tmp_path):
     with pytest.raises(UserError, match="--r1-gamma"):
         gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", str(tmp_path), "--r1-gamma", "-1"] + TINY)
+
+
+def test_the_quick_preset_names_steps_so_every_machine_trains_the_same_gan():
+    cfg = gan_cli.resolve_config(gan_cli.parse_args([]))
+    assert cfg.preset == "quick" and cfg.gan_minutes == 0 and cfg.gan_steps == 5500
+    assert cfg.gan_steps % cfg.sample_every == 0  # whole rounds: the step count is reached exactly
+    capped = gan_cli.resolve_config(gan_cli.parse_args(["--gan-minutes", "15"]))
+    assert capped.gan_minutes == 15 and capped.gan_steps == cfg.gan_steps  # a cap asked for, on the same GAN
