@@ -53,8 +53,11 @@ class Layout:
 
     def describe(self):
         """One line: which layout was found, in the words a user would recognise."""
-        names = sorted({os.path.basename(f.path).lower() for f in self.folders}, key=lambda n: (CLASS_NAMES[n], n))
-        kind = FAMILIAR.get(tuple(sorted(n for n in names if n in ("0_real", "1_fake", "ai", "nature"))))
+        shown = {}  # as the folders are spelt, one name per class name in any case
+        for f in self.folders:
+            shown.setdefault(os.path.basename(f.path).lower(), os.path.basename(f.path))
+        names = [shown[n] for n in sorted(shown, key=lambda n: (CLASS_NAMES[n], n))]
+        kind = FAMILIAR.get(tuple(sorted(n for n in shown if n in ("0_real", "1_fake", "ai", "nature"))))
         parts = [" + ".join(f"{n}/" for n in names) + " class folders" + (f" ({kind} style)" if kind else "")]
         if self.given_sides:
             parts.append("a given split: " + ", ".join(self.given_sides))
