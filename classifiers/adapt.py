@@ -67,7 +67,8 @@ def parse_args(argv=None):
     p.add_argument("--run", required=True, action="append",
                    help="a finished detector run folder, e.g. runs/default/resnet (repeat for several); the "
                         "adapted runs are written beside it, in its experiment's adapted/ folder")
-    p.add_argument("--data-dir", required=True, help="the new family: a folder with Real/ and Fake/")
+    p.add_argument("--data-dir", required=True,
+                   help="the new family: a folder with Real/ and Fake/ (or another layout data.layout reads)")
     p.add_argument("--family", help="the new family's name (default: the --data-dir folder's name)")
     p.add_argument("--strict", action="store_true",
                    help="stop on a picture labelled both real and fake (default: leave it out, say so)")

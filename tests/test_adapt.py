@@ -123,7 +123,7 @@ def test_bad_sources_and_families_get_one_line(source, tmp_path, capsys):
     make_dataset_dir(str(one_class), n_real=0, n_fake=6)
     cases = [
         (["--run", str(empty), "--data-dir", source["family"]], "not a finished run"),
-        (["--run", source["run"], "--data-dir", str(one_class)], "no Real/ folder"),
+        (["--run", source["run"], "--data-dir", str(one_class)], "has no real class folder"),
         (["--run", source["run"], "--data-dir", source["family"], "--shots", "500"], "500 of each are needed"),
         (["--run", source["run"], "--data-dir", source["faces"], "--family", "sharp"], "name this one with --family"),
         (["--run", source["run"], "--data-dir", source["faces"], "--family", "same"],
