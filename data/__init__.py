@@ -1,4 +1,4 @@
-"""Data: validate a Real/ + Fake/ folder, make the experiment's one shared split, feed tf.data.
+"""Data: read a data folder's layout and validate it, make the experiment's one shared split, feed tf.data.
 
 Label 1 = fake (the positive class everywhere), 0 = real.
 """

@@ -1,4 +1,4 @@
-"""`python -m data [DIR] [--split-out FILE]`: check a dataset and show the split it gets.
+"""`python -m data [DIR] [--split-out FILE]`: check a dataset, show the layout found and the split it gets.
 
 With --experiment NAME --decode SIZE [SIZE ...], also write (or reuse) that experiment's split and decode
 its three sides at those sizes into the experiment's decode cache (data.cache), which every run then reads:
