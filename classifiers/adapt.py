@@ -1,93 +1,129 @@
-"""`python -m classifiers.adapt --run runs/E/resnet --data-dir NEW --shots 25`: a finished detector taught a new
-generator family from K labelled images per class, without forgetting the family it knew.
+"""`python -m classifiers.adapt --run runs/E/baseline --data-dir NEW --shots 25`: a finished detector taught a new
+generator family from K labelled images per class, without forgetting the family it knew and without changing it.
 
-The new folder (Real/ and Fake/) is split by the kit like any data set, once, into
-runs/E/adapted/<family>/split.json; K images per class are drawn from its training side (deterministic per
-seed, nested: the 10 of seed S are among its 25). The source run is only read, never written.
+The new folder is split by the kit like any data set, once, into runs/E/adapted/<family>/split.json; K images
+per class are drawn from its training side (deterministic per seed, nested: the 10 of seed S are among its 25;
+`--shots all`: its whole training side, the ceiling). The source run is only read, never written.
 
-The recipe (ADAPT below): the adapted detector holds two copies of the source network. One is frozen; the
-other learns. Their verdicts are combined as "fake if either says fake" (p = a + b - ab), so every fake the
-source caught it still catches, and what it can lose is only where the learner starts accusing reals.
-The learner is fine-tuned (all of it, its top, or its head: --tune) on the K shots of each class mixed half
-and half with a replay of the source's own training images, so it also learns to stay quiet on the old
-reals. Fine-tuning one network forgets more (docs/new-families.md: synthetic resnet, sharpened family, K 25:
-original test AUC 0.979 -> 0.920 on the shots alone, 0.956 with replay; this recipe 0.973).
-The threshold is chosen on the source's and the new family's validation splits together; both test splits
-are judged once at the end, for the record (run.json "adaptation") and compare.report, never for a choice.
+--method
+  head      (default) a ridge-logistic head on frozen features (classifiers.heads): the source detector's
+            penultimate features, a block of the experiment's GAN discriminator (--features gan) or both. It
+            is fit on the K shots per class and a replay of the source's own training faces, half the weight
+            each, so the original family keeps its verdicts; its ridge strength is the best on the family's
+            validation side among those that keep the source's validation AUC within MAX_ORIGINAL_DROP.
+  novelty   real faces only: the distance to real faces in the same features, fit on K reals of the new
+            family (or --reals development: the source's training reals), its threshold accusing 5% of them.
+            An alarm for "unlike any real face this network knows"; it never reads a fake.
+  finetune  the earlier recipe (classifiers.adapt_finetune): a copy fine-tuned beside a frozen one.
 
-Several --shots and --seeds make the adaptation curve: what is finished is kept, only what is missing is
-trained, and the table is printed at the end (compare.report draws it).
+A head's or fine-tuned run's threshold is chosen on the source's and the family's validation sides together;
+both test sides are judged once at the end, for the record (run.json "adaptation") and compare.report, never
+for a choice. Several --shots and --seeds make the adaptation curve: what is finished is kept, only what is
+missing is made, and the table is printed at the end (compare.report draws it).
 """
 import argparse
 import dataclasses
 import os
 import sys
+from typing import Union
 
+import keras
 import numpy as np
 
-from data.runtime import DEFAULT_SEED, CommandConfig, UserError, positive_int, run_main, setting, setup
-from data.split import balanced_subset
+from classifiers import heads
+from classifiers.adapt_finetune import FINETUNE, TUNES, build_either, learning_set
+from classifiers.layers import load_model_safely
+from classifiers.metrics import roc_auc
+from classifiers.models import compile_detector
+from classifiers.predict import outputs, probabilities
+from classifiers.runner import RunSpec, SplitData, train_run
+from data.pipeline import load_images, load_split
+from data.runs import BrokenRun, check_name, experiment_dir, finished_run, read_run
+from data.runtime import (DEFAULT_SEED, PRECISIONS, CommandConfig, UserError, positive_int, run_main, setting,
+                          setup)
+from data.scan import scan_folder
+from data.split import balanced_subset, experiment_split, load_manifest, scan_cache_path
 
-# the adaptation recipe: every setting of it, recorded in each adapted run's run.json
-ADAPT = {
-    "tune": "all",  # what of the learning copy trains: all, top (the last quarter of its layers) or head
-    "learning_rate": 1e-4,  # Adam, small: the learning copy starts from the source's weights (not tuned further)
-    "epochs": 10,
-    "replay_per_class": 128,  # source training images per class mixed in, as many as the repeated shots
-    "augment": ["flip"],
-}
-TUNES = ("all", "top", "head")
-ADAPTED = "adapted"  # runs/<experiment>/adapted/<family>/<source>-k<K>.seed<S>/
+METHODS = ("head", "novelty", "finetune")
+FEATURES = ("source", "gan", "both")  # what a head or novelty score reads: the source, the GAN's discriminator
+REALS = ("family", "development")  # what a novelty score is fit on: K reals of the new family, or the source's
+REPLAY_PER_CLASS = 128  # source training faces per class replayed beside the shots
+MAX_ORIGINAL_DROP = 0.01  # of the source's validation AUC, that a head's ridge strength may cost
+ADAPTED = "adapted"  # runs/<experiment>/adapted/<family>/<source>-<recipe>-k<K>.seed<S>/
+GAN_RUN = "dcgan"  # the GAN run a head reads by default: the experiment's
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AdaptConfig(CommandConfig):
     run: str = setting(identity=False)  # the source run folder: where, not what (source_created says which)
     family: str
-    shots: int  # labelled images per class of the new family
-    tune: str = ADAPT["tune"]
-    learning_rate: float = ADAPT["learning_rate"]
-    epochs: int = ADAPT["epochs"]
-    replay_per_class: int = ADAPT["replay_per_class"]
+    shots: Union[int, str]  # labelled images per class of the new family, or "all" (its whole training side)
+    method: str = setting("head", added_later="finetune")
+    features: str = setting("source", added_later="source")
+    gan_run: str = setting("", identity=False)  # where; gan_created says which
+    gan_created: str = setting("", added_later="")
+    gan_block: int = setting(0, added_later=0)  # the discriminator block read (its number, once resolved)
+    reals: str = setting("family", added_later="family")
+    replay_per_class: int = REPLAY_PER_CLASS
+    tune: str = FINETUNE["tune"]
+    learning_rate: float = FINETUNE["learning_rate"]
+    epochs: int = FINETUNE["epochs"]
     batch_size: int = 32
     image_size: int = 64  # the source run's
     source_created: str = ""  # when the source run was made: a retrained source makes its adapted runs stale
     resize_mode: str = "resize"  # the source run's
 
     def record(self):
-        # where the runs are written and which folder held the source say where, not what
-        return {k: v for k, v in super().record().items() if k not in ("run", "experiment", "retrain")}
+        # where the runs are written and which folders held the sources say where, not what
+        return {k: v for k, v in super().record().items() if k not in ("run", "gan_run", "experiment", "retrain")}
+
+    def recipe(self):
+        """The run name's middle: head, head-gan4, head-both4, novelty, novelty-development, finetune."""
+        if self.method == "finetune":
+            return "finetune"
+        reads = "" if self.features == "source" else f"-{self.features}{self.gan_block}"
+        return self.method + reads + ("-development" if self.method == "novelty" and self.reals != "family" else "")
+
+
+def shot_count(text):
+    return text if text == "all" else positive_int(text)
 
 
 def parse_args(argv=None):
-    from data.runtime import PRECISIONS
-
     p = argparse.ArgumentParser(prog="python -m classifiers.adapt", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, action="append",
-                   help="a finished detector run folder, e.g. runs/default/resnet (repeat for several); the "
+                   help="a finished detector run folder, e.g. runs/default/baseline (repeat for several); the "
                         "adapted runs are written beside it, in its experiment's adapted/ folder")
     p.add_argument("--data-dir", required=True,
                    help="the new family: a folder with Real/ and Fake/ (or another layout data.layout reads)")
     p.add_argument("--family", help="the new family's name (default: the --data-dir folder's name)")
+    p.add_argument("--method", choices=METHODS, default="head", help="head (default), novelty or finetune")
+    p.add_argument("--features", choices=FEATURES, default="source",
+                   help="what a head or novelty score reads: the source's penultimate features (default), the "
+                        "GAN discriminator's block features, or both")
+    p.add_argument("--gan", help=f"the GAN run whose discriminator --features gan|both reads (default: the "
+                                 f"source experiment's {GAN_RUN}/)")
+    p.add_argument("--gan-block", type=int, default=0, help="its block read, 1 = first (default 0: the last)")
+    p.add_argument("--reals", choices=REALS, default="family",
+                   help="--method novelty: fit on K reals of the new family (default) or the source's training reals")
+    p.add_argument("--shots", type=shot_count, nargs="+", default=[25],
+                   help="labelled images per class of the new family, or 'all'; several make a curve (5 10 25 all)")
+    p.add_argument("--seeds", type=positive_int, default=1, help="each point with seeds seed, seed+1, ...")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--replay-per-class", type=int, default=REPLAY_PER_CLASS,
+                   help="source training faces per class learnt beside the shots (0: none)")
+    p.add_argument("--tune", choices=TUNES, default=FINETUNE["tune"], help="--method finetune: what of the copy trains")
+    p.add_argument("--epochs", type=positive_int, default=FINETUNE["epochs"], help="--method finetune: its epochs")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--strict", action="store_true",
                    help="stop on a picture labelled both real and fake (default: leave it out, say so)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
-    p.add_argument("--shots", type=positive_int, nargs="+", default=[25],
-                   help="labelled images per class of the new family; several make a curve (e.g. 5 10 25 50)")
-    p.add_argument("--seeds", type=positive_int, default=1, help="each point with seeds seed, seed+1, ...")
-    p.add_argument("--tune", choices=TUNES, default=ADAPT["tune"], help="what of the learning copy trains")
-    p.add_argument("--epochs", type=positive_int, default=ADAPT["epochs"], help="of the learning copy's fine-tuning")
-    p.add_argument("--retrain", action="store_true", help="train again and replace finished adapted runs")
+    p.add_argument("--retrain", action="store_true", help="make again and replace finished adapted runs")
     return p.parse_args(argv)
 
 
 def source_run(folder):
     """(run.json, its split manifest) of a finished detector run; one line saying why otherwise."""
-    from data.runs import BrokenRun, read_run
-    from data.split import load_manifest
-
     try:
         info = read_run(folder)
     except BrokenRun as e:
@@ -99,12 +135,25 @@ def source_run(folder):
     return info, load_manifest(os.path.join(folder, "split.json"))
 
 
+def gan_run(folder, source_info):
+    """run.json of a GAN run whose discriminator a head may read; one line saying why not otherwise."""
+    try:
+        info = read_run(folder)
+    except BrokenRun as e:
+        raise UserError(f"--gan {folder}: not a finished run ({e})")
+    if info.get("kind") != "gan" or not os.path.exists(os.path.join(folder, "discriminator.keras")):
+        raise UserError(f"--gan {folder}: a {info.get('kind')} run without a discriminator.keras to read features from")
+    if info["split_fingerprint"] != source_info["split_fingerprint"]:
+        raise UserError(f"--gan {folder}: trained on another split ({info['split_fingerprint']}) than the source "
+                        f"({source_info['split_fingerprint']}): its discriminator may have seen the source's test faces")
+    if int(info["image_size"]) != int(source_info["image_size"]):
+        raise UserError(f"--gan {folder}: a {info['image_size']} px GAN; the source reads {source_info['image_size']} "
+                        "px faces: give a GAN of the source's size")
+    return info
+
+
 def family_split(data_dir, family_root, family, source_manifest, strict=False):
     """The new family's own split (made once, like an experiment's); refused when it holds source files."""
-    from data.runs import experiment_dir
-    from data.split import experiment_split, load_manifest, scan_cache_path
-    from data.scan import scan_folder
-
     made = os.path.join(experiment_dir(family_root, family), "split.json")
     if os.path.exists(made) and load_manifest(made)["data_dir"] != os.path.abspath(data_dir):
         raise UserError(f"family {family!r} was split from {load_manifest(made)['data_dir']}, not {data_dir}; "
@@ -120,155 +169,195 @@ def family_split(data_dir, family_root, family, source_manifest, strict=False):
 
 
 def decode(manifest, files, size, mode):
-    from data.pipeline import load_images
-
-    root = manifest["data_dir"]
-    x, kept, failed = load_images([os.path.join(root, f["path"]) for f in files], size, mode,
+    x, kept, failed = load_images([os.path.join(manifest["data_dir"], f["path"]) for f in files], size, mode,
                                   [f["sha256"] for f in files])
     if failed:
         raise UserError(f"{failed[0][0]}: {failed[0][1]} (the split was made from other files)")
     return x, np.array([f["label"] for f in files], np.float32)
 
 
-def learning_set(shots, replay):
-    """The K shots repeated to as many images as the replay, then both together: every epoch sees the new
-    family and the old one half and half."""
-    repeat = max(1, -(-len(replay[1]) // len(shots[1])))
-    x = np.concatenate([np.repeat(shots[0][None], repeat, 0).reshape(-1, *shots[0].shape[1:]), replay[0]])
-    y = np.concatenate([np.tile(shots[1], repeat), replay[1]])
-    return x, y
-
-
-def set_tuned(learner, tune):
-    """What of the learning copy trains: everything, the last quarter of its weighted layers, or the last one."""
-    import keras
-
-    def weighted(model):
-        out = []
-        for layer in model.layers:
-            out += weighted(layer) if isinstance(layer, keras.Model) else ([layer] if layer.weights else [])
-        return out
-
-    layers = weighted(learner)
-    learner.trainable = True
-    if tune != "all":
-        keep = layers[-1:] if tune == "head" else layers[-max(1, len(layers) // 4):]
-        for layer in layers:
-            layer.trainable = layer in keep
-
-
-def build_adapted(source_model_path, tune, name):
-    """[0, 255] faces -> P(fake) = a + b - ab of the frozen source (a) and its learning copy (b). Stock layers
-    only, so the run loads in safe mode like any detector."""
-    import keras
-    from keras import layers
-
-    from classifiers.layers import load_model_safely
-
-    frozen, learner = (load_model_safely(source_model_path) for _ in range(2))
-    frozen.trainable = False
-    set_tuned(learner, tune)
-    frozen.name, learner.name = "source", "learner"  # two copies of one network need two names
-    inputs = keras.Input(frozen.input_shape[1:], name="image")
-    a, b = frozen(inputs), learner(inputs)
-    # in float32 whatever the policy: probabilities near 0 and 1 are what thresholds separate
-    total = layers.Add(name="a_plus_b", dtype="float32")([a, b])
-    both = layers.Multiply(name="a_times_b", dtype="float32")([a, b])
-    either = layers.Subtract(name="p_fake", dtype="float32")([total, both])
-    return keras.Model(inputs, either, name=name.replace("-", "_").replace(".", "_"))
+def shot_files(cfg, manifest, source_manifest):
+    """The files a run learns from: K per class of the family's training side (all of it for "all"); for a
+    novelty score only reals - K of the family's, or every training real of the source's (--reals)."""
+    if cfg.method == "novelty" and cfg.reals == "development":
+        return [f for f in source_manifest["files"] if f["split"] == "train" and f["label"] == 0]
+    if cfg.method == "novelty":
+        reals = [f for f in balanced_subset(manifest, "train", cfg.shots, cfg.seed, "", at_most=True) if f["label"] == 0]
+        if len(reals) < cfg.shots:
+            raise UserError(f"--shots {cfg.shots}: the family's train split has {len(reals)} real images")
+        return reals
+    if cfg.shots == "all":
+        return [f for f in manifest["files"] if f["split"] == "train"]
+    return balanced_subset(manifest, "train", cfg.shots, cfg.seed, cfg.data_dir)
 
 
 def judged(model, sets):
     """{set: AUC} of a model on named (images, labels) sets."""
-    from classifiers.metrics import roc_auc
-    from classifiers.predict import probabilities
-
     return {name: roc_auc(y, probabilities(model, x)) for name, (x, y) in sets.items()}
 
 
-def adapted_name(source_dir, shots, seed):
-    return f"{os.path.basename(os.path.normpath(source_dir))}-k{shots}.seed{seed}"
+def balanced_weights(groups):
+    """Each group (the shots' and the replay's classes) the same total weight, whatever its size."""
+    weight = np.zeros(len(groups))
+    for g in np.unique(groups):
+        weight[groups == g] = 1 / np.sum(groups == g)
+    return weight / weight.mean()
 
 
-def adapt_one(cfg, source_dir, info, tests, family_manifest, data, before):
-    """One adapted run (cfg.shots, cfg.seed) through the kit's runner; its run.json."""
-    import keras
+def fit_head(data, shots, replay):
+    """(the chosen head, its ridge strength, the validation AUCs of every strength) of shots + replay."""
+    f = data["features"]
+    x = np.concatenate([outputs(f, shots[0])] + ([outputs(f, replay[0])] if len(replay[1]) else []))
+    y = np.concatenate([shots[1], replay[1]])
+    candidates = heads.fit_heads(x, y, balanced_weights(y + 2 * (np.arange(len(y)) >= len(shots[1]))), data["prior"])
+    (fx, fy), (sx, sy) = data["val_features"]
+    table = [{"l2": l2, "family_val_auc": roc_auc(fy, heads.head_logits(fx, head)),
+              "source_val_auc": roc_auc(sy, heads.head_logits(sx, head))} for l2, head in candidates.items()]
+    keeping = [r for r in table if r["source_val_auc"] >= data["source_val_auc"] - MAX_ORIGINAL_DROP]
+    best = (max(keeping, key=lambda r: (r["family_val_auc"], r["l2"])) if keeping
+            else max(table, key=lambda r: r["source_val_auc"]))  # none keeps it: the one that keeps it best
+    return candidates[best["l2"]], best["l2"], table
 
-    from classifiers.models import compile_detector
-    from classifiers.runner import RunSpec, SplitData, train_run
 
-    name = adapted_name(source_dir, cfg.shots, cfg.seed)
-    shot_files = balanced_subset(family_manifest, "train", cfg.shots, cfg.seed, cfg.data_dir)
-    shots = decode(family_manifest, shot_files, cfg.image_size, cfg.resize_mode)
-    x, y = learning_set(shots, data["replay"])
-    hp = dict(ADAPT, tune=cfg.tune, learning_rate=cfg.learning_rate, epochs=cfg.epochs,
-              replay_per_class=cfg.replay_per_class, shots=cfg.shots)
-    record = {"source": os.path.abspath(source_dir), "source_model": info["model"],
-              "source_split_fingerprint": info["split_fingerprint"], "family": cfg.family,
-              "family_data_dir": family_manifest["data_dir"], "shots": cfg.shots,
-              "shot_files": [f["path"] for f in shot_files], "before": before}
+def adapted_spec(cfg, name, data, files, record):
+    """The RunSpec of one adapted run of cfg.method; what it fits is fit when the runner builds it, so its time
+    is the run's training time."""
+    size, mode, manifest = cfg.image_size, cfg.resize_mode, data["family_manifest"]
+    chosen = {}
 
     def evaluate(model):  # both test splits, once, for the record: what was learnt and what was kept
-        after = judged(model, tests)
-        return {"adaptation": dict(record, after=after,
-                                   change={k: after[k] - before[k] for k in after})}
+        after = judged(model, data["tests"])
+        change = {k: after[k] - record["before"][k] for k in after}
+        return {"adaptation": dict(record, **chosen, after=after, change=change)}
 
-    keras.utils.set_random_seed(cfg.seed)
-    spec = RunSpec(name, build=lambda: build_adapted(os.path.join(source_dir, "model.keras"), cfg.tune, name),
-                   compile=lambda model: compile_detector(model, cfg.learning_rate), epochs=cfg.epochs,
-                   hyperparameters=hp, augment=tuple(ADAPT["augment"]), evaluate=evaluate)
-    return train_run(spec, cfg, SplitData(family_manifest, (x, y), data["val"]))[1]
+    common = dict(hyperparameters=dict(cfg.record(), recipe=cfg.recipe()), evaluate=evaluate)
+    if cfg.method == "finetune":
+        x, y = learning_set(decode(manifest, files, size, mode), data["replay"][cfg.seed])
+        spec = RunSpec(name, build=lambda: build_either(data["source_model"], cfg.tune, name),
+                       compile=lambda model: compile_detector(model, cfg.learning_rate), epochs=cfg.epochs,
+                       augment=tuple(FINETUNE["augment"]), **common)
+        return spec, (x, y)
+    if cfg.method == "novelty":
+        reals = decode(data["source_manifest"] if cfg.reals == "development" else manifest, files, size, mode)
+        novelty = heads.fit_novelty(outputs(data["features"], reals[0]))
+        chosen.update(threshold_from="reals it was fit on", false_alarms_on_them=heads.NOVELTY_FALSE_ALARMS)
+        spec = RunSpec(name, build=lambda: heads.novelty_model(data["extractors"], novelty, name),
+                       compile=lambda model: model, epochs=0, extra={"threshold": novelty[3]}, **common)
+        return spec, reals
+
+    def build():
+        head, l2, table = fit_head(data, shots, data["replay"][cfg.seed])
+        chosen.update(l2=l2, validation_by_l2=table)
+        return heads.head_model(data["extractors"], head, name)
+
+    shots = decode(manifest, files, size, mode)
+    return RunSpec(name, build=build, compile=lambda model: model, epochs=0, **common), shots
+
+
+def adapt_one(cfg, source_dir, info, data):
+    """One adapted run (cfg.shots, cfg.seed) through the kit's runner; its run.json."""
+    name = f"{os.path.basename(os.path.normpath(source_dir))}-{cfg.recipe()}-k{cfg.shots}.seed{cfg.seed}"
+    files = shot_files(cfg, data["family_manifest"], data["source_manifest"])
+    record = {"source": os.path.abspath(source_dir), "source_model": info["model"], "recipe": cfg.recipe(),
+              "method": cfg.method, "features": cfg.features, "gan": cfg.gan_run or None,
+              "source_split_fingerprint": info["split_fingerprint"], "family": cfg.family,
+              "family_data_dir": data["family_manifest"]["data_dir"], "shots": cfg.shots,
+              "shot_files": [f["path"] for f in files], "before": data["before"]}
+    spec, learnt = adapted_spec(cfg, name, data, files, record)
+    return train_run(spec, cfg, SplitData(data["family_manifest"], learnt, data["val"]))[1]
+
+
+def adapted_name(source_dir, cfg):
+    return f"{os.path.basename(os.path.normpath(source_dir))}-{cfg.recipe()}-k{cfg.shots}.seed{cfg.seed}"
+
+
+def shots_in_order(shots):
+    return sorted(set(shots), key=lambda k: (k == "all", 0 if k == "all" else k))
+
+
+def source_config(args, source_dir, info, family):
+    """(the configuration every adapted run of one source shares, the GAN discriminator its head reads or None)."""
+    exp = os.path.dirname(os.path.abspath(source_dir))
+    reads_gan = args.method != "finetune" and args.features != "source"
+    gan_dir, gan_info, discriminator, block = "", {}, None, 0
+    if reads_gan:
+        gan_dir = os.path.abspath(args.gan or os.path.join(exp, GAN_RUN))
+        gan_info = gan_run(gan_dir, info)
+        try:
+            discriminator = load_model_safely(os.path.join(gan_dir, "discriminator.keras"))
+            block = len(heads.discriminator_blocks(discriminator)) if args.gan_block == 0 else args.gan_block
+            heads.discriminator_features(discriminator, block)
+        except (BrokenRun, ValueError) as e:
+            raise UserError(f"--gan {gan_dir}: {e}")
+    cfg = AdaptConfig(run=source_dir, family=family, shots=0, method=args.method,
+                      features=args.features if args.method != "finetune" else "source", gan_run=gan_dir,
+                      gan_created=gan_info.get("created", ""), gan_block=block, reals=args.reals,
+                      replay_per_class=args.replay_per_class, tune=args.tune, epochs=args.epochs,
+                      image_size=int(info["image_size"]), resize_mode=info.get("resize_mode", "resize"),
+                      seed=args.seed, precision=args.precision, runs_dir=os.path.join(exp, ADAPTED),
+                      experiment=family, data_dir=os.path.abspath(args.data_dir), strict=args.strict,
+                      retrain=args.retrain, source_created=info["created"])
+    return cfg, discriminator
 
 
 def adapt_source(args, source_dir, family):
-    """Every (shots, seed) of one source run: kept where finished, trained where missing; {name: run.json}."""
-    from data.runs import experiment_dir, finished_run
-
+    """Every (shots, seed) of one source run: kept where finished, made where missing; {name: run.json}."""
     info, source_manifest = source_run(source_dir)
-    exp = os.path.dirname(os.path.abspath(source_dir))
-    base = AdaptConfig(run=source_dir, family=family, shots=max(args.shots), tune=args.tune, epochs=args.epochs,
-                       image_size=int(info["image_size"]), resize_mode=info.get("resize_mode", "resize"),
-                       seed=args.seed, precision=args.precision, runs_dir=os.path.join(exp, ADAPTED),
-                       experiment=family, data_dir=os.path.abspath(args.data_dir), strict=args.strict,
-                       retrain=args.retrain, source_created=info["created"])
+    base, discriminator = source_config(args, source_dir, info, family)
     manifest = family_split(base.data_dir, base.runs_dir, family, source_manifest, args.strict)
-    balanced_subset(manifest, "train", max(args.shots), args.seed, base.data_dir)  # enough for every K? before work
+    development = base.method == "novelty" and base.reals == "development"  # one fit: no K, no seed to vary
+    counts, seeds = (["all"], [args.seed]) if development else (shots_in_order(args.shots),
+                                                               range(args.seed, args.seed + args.seeds))
+    shot_files(dataclasses.replace(base, shots=counts[-1]), manifest, source_manifest)  # enough? before any work
     data, out = None, {}
-    for shots in sorted(args.shots):
-        for seed in range(args.seed, args.seed + args.seeds):
+    for shots in counts:
+        for seed in seeds:
             cfg = dataclasses.replace(base, shots=shots, seed=seed)
-            folder = os.path.join(experiment_dir(cfg.runs_dir, family), adapted_name(source_dir, shots, seed))
+            folder = os.path.join(experiment_dir(cfg.runs_dir, family), adapted_name(source_dir, cfg))
             kept = finished_run(folder, cfg, manifest)
             if kept is None:
-                if data is None:  # decoded once, and only when something is to be trained
-                    data = shared_data(source_dir, source_manifest, manifest, base)
-                kept = adapt_one(cfg, source_dir, info, data["tests"], manifest,
-                                 dict(data, replay=data["replay"][seed]), data["before"])
+                if data is None:  # decoded once, and only when something is to be made
+                    data = shared_data(base, source_dir, source_manifest, manifest, discriminator)
+                keras.utils.set_random_seed(seed)
+                kept = adapt_one(cfg, source_dir, info, data)
             out[os.path.basename(folder)] = kept
     return out
 
 
-def shared_data(source_dir, source_manifest, manifest, cfg):
+def shared_data(cfg, source_dir, source_manifest, manifest, discriminator):
     """What every adapted run of one source shares: the replay per seed, the joint validation set, both test
-    splits, and the source's own AUCs on them before adaptation."""
-    from classifiers.layers import load_model_safely
-    from data.pipeline import load_split
-
+    splits, the source's own AUCs on them before adaptation, and (for a head) the frozen features."""
     size, mode = cfg.image_size, cfg.resize_mode
 
     class Replay(dict):  # the source's training images, a balanced sample per seed, decoded on first use
         def __missing__(self, seed):
-            files = balanced_subset(source_manifest, "train", cfg.replay_per_class, seed, source_dir,
-                                    at_most=True)
-            self[seed] = decode(source_manifest, files, size, mode)
+            files = balanced_subset(source_manifest, "train", cfg.replay_per_class, seed, source_dir, at_most=True)
+            empty = (np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.float32))
+            self[seed] = decode(source_manifest, files, size, mode) if files else empty
             return self[seed]
 
-    vals = [load_split(m, "val", size, mode)[:2] for m in (manifest, source_manifest)]
-    val = (np.concatenate([v[0] for v in vals]), np.concatenate([v[1] for v in vals]))
+    family_val, source_val = (load_split(m, "val", size, mode)[:2] for m in (manifest, source_manifest))
     tests = {"family": load_split(manifest, "test", size, mode)[:2],
              "source": load_split(source_manifest, "test", size, mode)[:2]}
-    before = judged(load_model_safely(os.path.join(source_dir, "model.keras")), tests)
-    return {"replay": Replay(), "val": val, "tests": tests, "before": before}
+    source_path = os.path.join(source_dir, "model.keras")
+    source = load_model_safely(source_path)
+    data = {"replay": Replay(), "tests": tests, "before": judged(source, tests), "source_model": source_path,
+            "val": tuple(np.concatenate([a, b]) for a, b in zip(family_val, source_val)),
+            "source_val_auc": roc_auc(source_val[1], probabilities(source, source_val[0])),
+            "family_manifest": manifest, "source_manifest": source_manifest}
+    if cfg.method != "finetune":
+        try:
+            extractors = [heads.detector_features(source)] if cfg.features != "gan" else []
+        except ValueError as e:
+            raise UserError(f"--run {source_dir}: {e}; use --features gan")
+        if discriminator is not None:
+            extractors.append(heads.discriminator_features(discriminator, cfg.gan_block))
+        data.update(extractors=extractors, features=heads.feature_model(extractors))
+        # the ridge pulls towards the source's own last layer (zero on the discriminator's features)
+        own = heads.detector_head(source) if cfg.features != "gan" else np.zeros(0)
+        data["prior"] = np.r_[own, np.zeros(data["features"].output_shape[-1] - len(own))]
+        data["val_features"] = [(outputs(data["features"], x), y) for x, y in (family_val, source_val)]
+    return data
 
 
 def curve_table(results):
@@ -280,7 +369,7 @@ def curve_table(results):
     before = next(iter(results.values()))["adaptation"]["before"]
     lines = [f"{'K per class':>11} {'seeds':>5} {'new family AUC':>16} {'original test AUC':>18}",
              f"{'before':>11} {'':>5} {before['family']:>16.3f} {before['source']:>18.3f}"]
-    for k in sorted(rows):
+    for k in shots_in_order(rows):
         fam, src = np.array(rows[k]).T
         lines.append(f"{k:>11} {len(fam):>5} {fam.mean():>9.3f} +- {fam.std(ddof=1) if len(fam) > 1 else 0:.3f} "
                      f"{src.mean():>11.3f} +- {src.std(ddof=1) if len(src) > 1 else 0:.3f}")
@@ -289,15 +378,14 @@ def curve_table(results):
 
 def main(argv=None):
     args = parse_args(argv)
-    from data.runs import check_name
-
     family = check_name(args.family or os.path.basename(os.path.normpath(args.data_dir)), "family")
     for folder in args.run:
         source_run(folder)  # every source checked before any work
     args.precision = setup(args.seed, args.precision)
     for folder in args.run:
         results = adapt_source(args, folder, family)
-        print(f"{os.path.basename(os.path.normpath(folder))} adapted to {family} "
+        recipe = next(iter(results.values()))["adaptation"].get("recipe", "finetune")
+        print(f"{os.path.basename(os.path.normpath(folder))} adapted to {family} by {recipe} "
               f"({os.path.join(os.path.dirname(os.path.abspath(folder)), ADAPTED, family)}):")
         for line in curve_table(results):
             print("  " + line)

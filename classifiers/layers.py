@@ -77,3 +77,24 @@ class MahalanobisScore(keras.layers.Layer):
 
     def get_config(self):
         return dict(super().get_config(), features=self.features)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ChannelMoments(keras.layers.Layer):
+    """(N, H, W, C) activations -> (N, 2C): each channel's mean and standard deviation over the positions.
+
+    What a head reads of a convolutional block: the mean says how much of a pattern there is, the spread how
+    unevenly it sits (a generator's texture is often too even or too patchy). Computed in float32."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        mean = ops.mean(x, axis=(1, 2))
+        spread = ops.sqrt(ops.maximum(ops.mean(ops.square(x), axis=(1, 2)) - ops.square(mean), 0.0) + 1e-6)
+        return ops.concatenate([mean, spread], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2 * input_shape[-1])

@@ -23,9 +23,11 @@ def collect(exp_dir, fingerprint):
             a = info.get("adaptation")
             if not a or a.get("source_split_fingerprint") != fingerprint:
                 continue
-            curve = out.setdefault(family, {}).setdefault(os.path.basename(a["source"]), {"before": a["before"],
-                                                                                         "points": {}})
-            curve["points"].setdefault(int(a["shots"]), []).append(a["after"])
+            source = f"{os.path.basename(a['source'])} {a.get('recipe', 'finetune')}"  # before recipes: fine-tuned
+            curve = out.setdefault(family, {}).setdefault(source, {"before": a["before"], "points": {}})
+            curve["points"].setdefault(a["shots"], []).append(a["after"])
+            if a["shots"] == "all":  # drawn at the images per class it had
+                curve["all_per_class"] = len(a["shot_files"]) // 2
     return out
 
 
@@ -35,14 +37,15 @@ def summary(curves):
     for family, sources in curves.items():
         for source, curve in sources.items():
             before = curve["before"]
-            rows.append({"family": family, "source": source, "shots": 0, "seeds": 1,
+            rows.append({"family": family, "source": source, "shots": 0, "axis": 0, "seeds": 1,
                          "family_auc": before["family"], "family_sd": 0.0,
                          "source_auc": before["source"], "source_sd": 0.0, "source_change": 0.0})
-            for k in sorted(curve["points"]):
+            for k in sorted(curve["points"], key=lambda k: (k == "all", 0 if k == "all" else k)):
                 fam = np.array([p["family"] for p in curve["points"][k]])
                 src = np.array([p["source"] for p in curve["points"][k]])
                 sd = (lambda v: float(v.std(ddof=1)) if len(v) > 1 else 0.0)
                 rows.append({"family": family, "source": source, "shots": k, "seeds": len(fam),
+                             "axis": curve.get("all_per_class", 0) if k == "all" else k,
                              "family_auc": float(fam.mean()), "family_sd": sd(fam),
                              "source_auc": float(src.mean()), "source_sd": sd(src),
                              "source_change": float(src.mean() - before["source"])})
@@ -88,14 +91,14 @@ def plot(rows, path):
     for axrow, family in zip(axes, families):
         for source in sorted({r["source"] for r in rows if r["family"] == family}):
             pts = [r for r in rows if r["family"] == family and r["source"] == source]
-            ks = [max(r["shots"], 1) if r["shots"] else 0.7 for r in pts]  # "before" drawn left of K = 1
+            ks = [r["axis"] or 0.7 for r in pts]  # "before" drawn left of K = 1
             for ax, key in zip(axrow, ("family", "source")):
                 ax.errorbar(ks, [r[f"{key}_auc"] for r in pts], yerr=[r[f"{key}_sd"] for r in pts], marker="o",
                             capsize=3, label=source)
-        ks = sorted({r["shots"] for r in rows if r["family"] == family})
+        ks = sorted({(r["axis"], r["shots"]) for r in rows if r["family"] == family}, key=lambda t: (t[0], str(t[1])))
         for ax, title in zip(axrow, (f"{family}: its test split", f"original test split (adapted to {family})")):
             ax.set_xscale("log")
-            ax.set_xticks([k or 0.7 for k in ks], ["before" if not k else str(k) for k in ks])
+            ax.set_xticks([axis or 0.7 for axis, _ in ks], ["before" if not k else str(k) for _, k in ks])
             ax.minorticks_off()
             ax.set_ylim(0.3, 1.0)  # one scale for both panels: what is gained and what is lost compare by eye
             ax.set_xlabel("labelled images per class of the new family")
@@ -117,5 +120,5 @@ def write_tensorboard(rows, logdir):
     for source in sorted({r["source"] for r in rows}):
         with tf.summary.create_file_writer(os.path.join(logdir, "adaptation", source)).as_default():
             for r in (r for r in rows if r["source"] == source):
-                tf.summary.scalar(f"adaptation/{r['family']}/new_family_auc", r["family_auc"], step=r["shots"])
-                tf.summary.scalar(f"adaptation/{r['family']}/original_auc", r["source_auc"], step=r["shots"])
+                tf.summary.scalar(f"adaptation/{r['family']}/new_family_auc", r["family_auc"], step=r["axis"])
+                tf.summary.scalar(f"adaptation/{r['family']}/original_auc", r["source_auc"], step=r["axis"])

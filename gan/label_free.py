@@ -13,13 +13,11 @@ judge them like any other:
                     fit on the training split's real faces only. It asks "unlike the reals?", not "like my
                     fakes?", so a generator the GAN never imitated is not pushed towards "real".
 """
-import numpy as np
+from classifiers.heads import SHRINKAGE, fit_gaussian
 
 LABEL_FREE_ROLES = ("-zero-shot", "-one-class")  # run names: the GAN's name and the role
 ZERO_SHOT, ONE_CLASS = (f"dcgan{role}" for role in LABEL_FREE_ROLES)  # the default GAN's
 ONE_CLASS_FEATURES = "pooled"  # gan.models.probe_trunk_of: every block, average-pooled
-# covariance shrinkage towards its mean variance: a few hundred faces do not pin down hundreds of dimensions
-SHRINKAGE = 0.1
 
 
 def to_gan_range(inputs):
@@ -38,18 +36,6 @@ def zero_shot_detector(discriminator, image_size):
     not_real = layers.Rescaling(-1.0, name="negate", dtype="float32")(logit)
     outputs = layers.Activation("sigmoid", name="p_fake", dtype="float32")(not_real)
     return keras.Model(inputs, outputs, name="dcgan_zero_shot")
-
-
-def fit_gaussian(features, shrinkage=SHRINKAGE):
-    """(mean, precision matrix, [loc, scale] of the fitting faces' own distances) of features (N, D)."""
-    features = np.asarray(features, np.float64)
-    mean = features.mean(0)
-    cov = np.cov(features - mean, rowvar=False).reshape(features.shape[1], features.shape[1])
-    cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / len(cov) * np.eye(len(cov))
-    precision = np.linalg.inv(cov)
-    diff = features - mean
-    distance = np.sqrt(np.maximum(np.einsum("nd,de,ne->n", diff, precision, diff), 0))
-    return mean, precision, np.array([np.median(distance), max(distance.std(), 1e-6)])
 
 
 def one_class_detector(discriminator, image_size, real_images, batch_size=64):

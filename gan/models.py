@@ -9,6 +9,8 @@ import math
 import keras
 from keras import layers
 
+from classifiers.heads import discriminator_blocks
+
 LATENT_DIM = 128
 GENERATOR_FILTERS = 256  # at 4x4, halved at every doubling
 DISCRIMINATOR_FILTERS = 32  # at the first layer, doubled at every halving
@@ -105,9 +107,6 @@ def trunk_of(discriminator):
     return keras.Model(discriminator.input, discriminator.get_layer("features").output, name="discriminator_trunk")
 
 
-BLOCK_SUFFIXES = ("_act", "_out")  # the last layer of a block: DCGAN's LeakyReLU, a residual block's ReLU
-
-
 def probe_trunk_of(discriminator, features):
     """What a linear probe reads of a discriminator: "last" (the trunk's flat output), "pooled" (every block's
     activations average-pooled and concatenated) or "blockN" (block N's activations, flattened: an
@@ -115,7 +114,7 @@ def probe_trunk_of(discriminator, features):
     (down1_act ...), which every discriminator trained since pooled probes existed has."""
     if features == "last":
         return trunk_of(discriminator)
-    acts = [layer.output for layer in discriminator.layers if layer.name.endswith(BLOCK_SUFFIXES)]
+    acts = discriminator_blocks(discriminator)
     if not acts:
         raise ValueError("this discriminator has no named blocks (trained before intermediate probes existed)")
     if features == "pooled":

@@ -1,4 +1,5 @@
-"""Few-shot adaptation of a finished detector to a new family (classifiers.adapt) and its curve in the report."""
+"""Few-shot adaptation of a finished detector to a new family (classifiers.adapt: a head on frozen features, a
+novelty score from reals, the fine-tuning recipe) and its curve in the report."""
 import hashlib
 import json
 import os
@@ -49,10 +50,10 @@ def test_an_adapted_run_records_both_aucs_in_its_own_folder_and_never_touches_th
     assert run_adapt(source, "--shots", "3") == 0
     assert tree_digest(source["run"]) == before
     family_dir = os.path.join(source["exp"], "adapted", "sharp")
-    folder = os.path.join(family_dir, "baseline-k3.seed1337")
+    folder = os.path.join(family_dir, "baseline-head-k3.seed1337")
     info = read_run(folder)
     a = info["adaptation"]
-    assert a["shots"] == 3 and a["family"] == "sharp"
+    assert a["shots"] == 3 and a["family"] == "sharp" and a["method"] == "head" and a["recipe"] == "head"
     labels = {f["path"]: (f["label"], f["split"]) for f in json.load(open(os.path.join(folder, "split.json")))["files"]}
     assert sorted(labels[p] for p in a["shot_files"]) == [(0, "train")] * 3 + [(1, "train")] * 3
     assert set(a["before"]) == set(a["after"]) == {"family", "source"}
@@ -76,9 +77,9 @@ def test_an_adapted_run_records_both_aucs_in_its_own_folder_and_never_touches_th
     assert report.main(["--runs-dir", source["runs"], "--no-timing", "--no-saliency"]) == 0
     metrics = json.load(open(os.path.join(source["exp"], "report", "metrics.json")))
     rows = {(r["source"], r["shots"]): r for r in metrics["adaptation"]}
-    assert rows[("baseline", 3)]["family_auc"] == pytest.approx(a["after"]["family"])
-    assert rows[("baseline", 0)]["source_auc"] == pytest.approx(a["before"]["source"])
-    assert "baseline-k3.seed1337" not in metrics["models"]  # judged in its own table, not as a model of the split
+    assert rows[("baseline head", 3)]["family_auc"] == pytest.approx(a["after"]["family"])
+    assert rows[("baseline head", 0)]["source_auc"] == pytest.approx(a["before"]["source"])
+    assert "baseline-head-k3.seed1337" not in metrics["models"]  # judged in its own table, not as a model of the split
     text = open(os.path.join(source["exp"], "report", "report.md")).read()
     assert "## Adapted to new families" in text
     assert os.path.exists(os.path.join(source["exp"], "report", "adaptation.png"))
@@ -86,13 +87,13 @@ def test_an_adapted_run_records_both_aucs_in_its_own_folder_and_never_touches_th
 
 def test_the_curve_trains_only_what_is_missing(source, capsys):
     assert run_adapt(source, "--shots", "3") == 0
-    model = os.path.join(source["exp"], "adapted", "sharp", "baseline-k3.seed1337", "model.keras")
+    model = os.path.join(source["exp"], "adapted", "sharp", "baseline-head-k3.seed1337", "model.keras")
     stamp = os.stat(model).st_mtime_ns
     capsys.readouterr()
     assert run_adapt(source, "--shots", "2", "3") == 0
     out = capsys.readouterr().out
-    assert "baseline-k3.seed1337: already trained with this configuration" in out
-    assert "baseline-k2.seed1337: validation AUC" in out and os.stat(model).st_mtime_ns == stamp
+    assert "baseline-head-k3.seed1337: already trained with this configuration" in out
+    assert "baseline-head-k2.seed1337: validation AUC" in out and os.stat(model).st_mtime_ns == stamp
     assert "before" in out and "         2     1" in out  # the curve's table, one line per K
 
 
@@ -144,13 +145,128 @@ def test_an_adaptation_killed_half_way_leaves_nothing_finished_and_resumes(sourc
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cmd = [sys.executable, "-m", "classifiers.adapt", "--run", source["run"], "--data-dir", source["family"],
-           "--family", "killed", "--shots", "2", "--epochs", "30", "--precision", "float32"]
+           "--family", "killed", "--shots", "2", "--method", "finetune", "--epochs", "30", "--precision", "float32"]
     family_dir = os.path.join(source["exp"], "adapted", "killed")
-    kill_when(cmd, lambda: epochs_recorded(os.path.join(family_dir, ".baseline-k2.seed1337.partial",
-                                                        "progress.json")) >= 2, root)
-    assert not os.path.exists(os.path.join(family_dir, "baseline-k2.seed1337")), "a killed run must not look finished"
+    name = "baseline-finetune-k2.seed1337"
+    kill_when(cmd, lambda: epochs_recorded(os.path.join(family_dir, f".{name}.partial", "progress.json")) >= 2, root)
+    assert not os.path.exists(os.path.join(family_dir, name)), "a killed run must not look finished"
     again = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
-    assert "baseline-k2.seed1337: resuming from epoch" in again.stdout
-    info = read_run(os.path.join(family_dir, "baseline-k2.seed1337"))
+    assert f"{name}: resuming from epoch" in again.stdout
+    info = read_run(os.path.join(family_dir, name))
     assert info["epochs_completed"] == 30 and info["resumed_from_epoch"] >= 1
+
+
+def test_a_head_reads_frozen_features_the_source_weights_stay_byte_for_byte(source):
+    from classifiers.layers import load_model_safely
+
+    assert run_adapt(source, "--shots", "3") == 0
+    adapted = load_model_safely(os.path.join(source["exp"], "adapted", "sharp", "baseline-head-k3.seed1337",
+                                             "model.keras"))
+    original = load_model_safely(os.path.join(source["run"], "model.keras"))
+    extractor = adapted.get_layer("source_features")
+    kept = [w.tobytes() for w in extractor.get_weights()]
+    assert kept and kept == [w.tobytes() for w in original.get_weights()[:-2]]  # all but the original's last layer
+    assert not any(w.trainable for w in adapted.weights)
+    x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    assert extractor.predict(x, verbose=0) == pytest.approx(
+        adapt.heads.detector_features(original).predict(x, verbose=0), abs=1e-6)
+
+
+def test_a_strong_ridge_gives_back_the_source_and_a_weak_one_learns_the_shots():
+    from classifiers import heads
+    from classifiers.metrics import roc_auc
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0.0, 1.0], 40)
+    x = rng.normal(size=(80, 30))
+    x[:, 0] += 3 * y  # the shots are told apart by feature 0 only
+    source_head = np.zeros(30)
+    source_head[1] = 1.0  # the source reads feature 1
+    fitted = heads.fit_heads(x, y, np.ones(80), prior=source_head, l2_grid=(1e-6, 1e4))
+    weak, strong = fitted[1e-6], fitted[1e4]
+    source_logits = x @ source_head
+    assert np.corrcoef(heads.head_logits(x, strong), source_logits)[0, 1] > 0.999
+    assert roc_auc(y, heads.head_logits(x, weak)) > 0.97 > roc_auc(y, source_logits) + 0.2
+    # more features than faces: solved in the faces' span, the same separation
+    wide = np.hstack([x, rng.normal(size=(80, 500))])
+    head = heads.fit_heads(wide, y, np.ones(80), l2_grid=(1e-4,))[1e-4]
+    assert roc_auc(y, heads.head_logits(wide, head)) > 0.97
+
+
+def test_the_replayed_head_keeps_the_original_test_auc_within_the_stated_drop(source):
+    assert run_adapt(source, "--shots", "5", "--family", "sharp5") == 0
+    a = read_run(os.path.join(source["exp"], "adapted", "sharp5", "baseline-head-k5.seed1337"))["adaptation"]
+    assert a["after"]["source"] >= a["before"]["source"] - adapt.MAX_ORIGINAL_DROP
+    kept = [r for r in a["validation_by_l2"] if r["l2"] == a["l2"]][0]
+    assert kept["source_val_auc"] >= max(r["source_val_auc"] for r in a["validation_by_l2"]) - 0.011
+
+
+def test_a_novelty_score_is_fit_on_reals_only_and_never_reads_a_fake(source, monkeypatch):
+    decoded = []
+    real_decode = adapt.decode
+
+    def watched(manifest, files, size, mode):
+        decoded.extend(f["label"] for f in files)
+        return real_decode(manifest, files, size, mode)
+
+    monkeypatch.setattr(adapt, "decode", watched)
+    assert run_adapt(source, "--shots", "8", "--method", "novelty") == 0
+    info = read_run(os.path.join(source["exp"], "adapted", "sharp", "baseline-novelty-k8.seed1337"))
+    assert decoded == [0] * 8  # the eight reals it was fit on, and nothing else was decoded for it
+    labels = {f["path"]: f["label"] for f in json.load(open(os.path.join(source["exp"], "adapted", "sharp",
+                                                                          "split.json")))["files"]}
+    assert [labels[p] for p in info["adaptation"]["shot_files"]] == [0] * 8
+    assert 0 < info["threshold"] < 1 and info["adaptation"]["threshold_from"] == "reals it was fit on"
+
+
+def gan_run_of(source, folder, fingerprint=None):
+    """A GAN run folder as gan.train leaves it, with an untrained 32 px discriminator: what a head reads."""
+    from gan.models import build_discriminator, build_generator
+
+    os.makedirs(folder)
+    build_discriminator(32).save(os.path.join(folder, "discriminator.keras"))
+    build_generator(32).save(os.path.join(folder, "generator.keras"))
+    info = read_run(source["run"])
+    with open(os.path.join(folder, "run.json"), "w") as f:
+        json.dump({"model": "dcgan", "kind": "gan", "created": "now", "image_size": 32,
+                   "split_fingerprint": fingerprint or info["split_fingerprint"]}, f)
+    return str(folder)
+
+
+def test_a_head_on_the_gan_discriminator_and_the_source_together(source, tmp_path):
+    gan = gan_run_of(source, tmp_path / "dcgan")
+    assert run_adapt(source, "--shots", "3", "--features", "both", "--gan", gan, "--gan-block", "2") == 0
+    folder = os.path.join(source["exp"], "adapted", "sharp", "baseline-head-both2-k3.seed1337")
+    a = read_run(folder)["adaptation"]
+    assert a["features"] == "both" and a["gan"] == gan
+    from classifiers.layers import load_model_safely
+
+    model = load_model_safely(os.path.join(folder, "model.keras"))
+    assert {"source_features", "gan_features"} <= {layer.name for layer in model.layers}
+    # block 2 of the 32 px discriminator has 64 channels: their means and spreads beside the source's features
+    assert model.get_layer("p_fake").get_weights()[0].shape[0] == (
+        model.get_layer("source_features").output.shape[-1] + 2 * 64)
+
+
+def test_bad_gan_runs_and_real_only_scores_get_one_line(source, tmp_path, capsys):
+    from conftest import make_dataset_dir
+
+    other_split = gan_run_of(source, tmp_path / "other", fingerprint="0123456789abcdef")
+    headless = gan_run_of(source, tmp_path / "headless")
+    os.remove(os.path.join(headless, "discriminator.keras"))
+    fakes_only = tmp_path / "fakes-only"
+    make_dataset_dir(str(fakes_only), n_real=0, n_fake=6)
+    base = ["--run", source["run"], "--data-dir", source["family"], "--shots", "3"]
+    cases = [
+        (base + ["--features", "gan", "--gan", other_split], "trained on another split"),
+        (base + ["--features", "gan", "--gan", headless], "no discriminator.keras"),
+        (base + ["--features", "gan", "--gan", source["run"]], "a detector run without a discriminator.keras"),
+        (base + ["--features", "both", "--gan", other_split.replace("other", "missing")], "not a finished run"),
+        (["--run", source["run"], "--data-dir", str(fakes_only), "--method", "novelty"], "has no real class folder"),
+        (base[:-1] + ["500", "--method", "novelty"], "the family's train split has"),
+    ]
+    for argv, expected in cases:
+        assert run_main(lambda: adapt.main(argv + ["--precision", "float32"])) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], (argv, err)

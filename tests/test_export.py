@@ -61,7 +61,7 @@ def runs(tmp_path_factory):
                        "--precision", "float32"]) == 0
     return {"faces": faces, "exp": exp, "runs": runs,
             "baseline": os.path.join(exp, "baseline"), "mixed": os.path.join(runs, "mixed", "baseline"),
-            "adapted": os.path.join(exp, "adapted", "sharp", "baseline-k3.seed1337"),
+            "adapted": os.path.join(exp, "adapted", "sharp", "baseline-head-k3.seed1337"),
             "one-class": os.path.join(exp, "dcgan-one-class"), "zero-shot": os.path.join(exp, "dcgan-zero-shot"),
             "fine-tuned": os.path.join(exp, "dcgan-discriminator")}
 

@@ -107,7 +107,7 @@ def assert_label_free_detectors(data_dir, runs, gan):
     from classifiers.layers import load_model_safely
     from classifiers.metrics import youden_threshold
     from classifiers.runner import prepare
-    from gan.label_free import fit_gaussian
+    from classifiers.heads import fit_gaussian
 
     exp = os.path.join(runs, "default")
     cfg = gan_cli.resolve_config(gan_cli.parse_args(["--data-dir", data_dir, "--runs-dir", runs] + TINY))
