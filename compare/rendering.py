@@ -90,29 +90,42 @@ def gan_markdown(gans):
         [f"- {gan_line(g)}" for g in gans]
 
 
+def external_cell(m, bold=True):
+    """One set's figure for a model: its AUC (flagged where inverted), or for a one-class set the share its
+    class gets right at the validation threshold."""
+    if m["roc_auc"] == m["roc_auc"]:  # not nan
+        return _fmt(m["roc_auc"]) + ((" **inverted**" if bold else "!") if m.get("flag") else "")
+    if m.get("fake_images"):
+        return f"caught {_fmt(m['fake_recall_at_threshold'], 2)}"
+    return f"accused {_fmt(m['real_fpr_at_threshold'], 2)}"
+
+
 def external_markdown(report):
     sets = list(report.get("test_dirs") or {})
     if not sets:
         return []
     lines = ["", "## Other generators and photos (external sets)", "",
              "Each set apart from the test split: " + "; ".join(f"`{n}` = `{d}`" for n, d in report["test_dirs"].items())
-             + ". Per set: AUC, average precision, accuracy, recall on its fakes and false-positive rate on its "
-             "reals, the last three at each model's validation threshold. A fake-only or real-only set has "
-             "no AUC. **Inverted** marks AUC below 0.5: the detector calls these fakes more real than the reals.",
-             "", "| model | " + " | ".join(f"{s}: AUC | AP | acc@t | fakes caught | reals accused" for s in sets)
-             + " | mean AUC | test AUC - mean |", "|---" * (5 * len(sets) + 3) + "|"]
+             + ". One cell per set: the AUC (for a fake-only set, the share of its fakes caught at the model's "
+             "validation threshold; for a real-only set, the share of its reals accused). **Inverted** marks AUC "
+             "below 0.5: the detector calls these fakes more real than the reals.", "",
+             "| model | " + " | ".join(sets) + " | mean AUC | test AUC - mean |", "|---" * (len(sets) + 3) + "|"]
     for name in report["ranking"]:
         e = report["models"][name]
-        cells = []
-        for s in sets:
-            m = e["external"][s]
-            cells += [_fmt(m["roc_auc"]) + (" **inverted**" if m.get("flag") else ""), _fmt(m["average_precision"]),
-                      _fmt(m["accuracy_at_threshold"]), _fmt(m["fake_recall_at_threshold"]),
-                      _fmt(m["real_fpr_at_threshold"])]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(e['external_mean']['roc_auc'])} | "
-                     f"{_fmt(e['generalisation_gap'])} |")
+        lines.append(f"| {name} | " + " | ".join(external_cell(e["external"][s]) for s in sets)
+                     + f" | {_fmt(e['external_mean']['roc_auc'])} | {_fmt(e['generalisation_gap'])} |")
     flagged = [f"- `{n}` on `{s}`: AUC {m['roc_auc']:.3f}, {m['flag']}" for n, s, m in inverted_sets(report)]
-    return lines + ([""] + flagged if flagged else [])
+    lines += [""] + flagged if flagged else []
+    lines += ["", "<details><summary>Every figure per set (also in metrics.csv)</summary>", "",
+              "Accuracy, fakes caught and reals accused at each model's validation threshold.", "",
+              "| model | set | AUC | AP | acc@t | fakes caught | reals accused |", "|---|---|---|---|---|---|---|"]
+    for name in report["ranking"]:
+        for s in sets:
+            m = report["models"][name]["external"][s]
+            lines.append(f"| {name} | {s} | {_fmt(m['roc_auc'])} | {_fmt(m['average_precision'])} | "
+                         f"{_fmt(m['accuracy_at_threshold'])} | {_fmt(m['fake_recall_at_threshold'])} | "
+                         f"{_fmt(m['real_fpr_at_threshold'])} |")
+    return lines + ["", "</details>"]
 
 
 def inverted_sets(report):
@@ -171,18 +184,15 @@ def external_terminal(report):
     if not sets:
         return ""
     width = max(len(n) for n in report["ranking"]) + 1
-    head = f"{'AUC / fakes caught / reals accused':<{width}}" + "".join(f" {s[:20]:>21}" for s in sets)
+    head = f"{'AUC per external set':<{width}}" + "".join(f" {s[:14]:>14}" for s in sets)
     rows = [head + f" {'mean AUC':>9} {'gap':>7}", "-" * (len(head) + 18)]
     for name in report["ranking"]:
         e = report["models"][name]
-        cells = ""
-        for s in sets:
-            m = e["external"][s]
-            cell = f"{_fmt(m['roc_auc'], 2)}/{_fmt(m['fake_recall_at_threshold'], 2)}/{_fmt(m['real_fpr_at_threshold'], 2)}"
-            cells += f" {(cell + ('!' if m.get('flag') else '')):>21}"
+        cells = "".join(f" {external_cell(e['external'][s], bold=False):>14}" for s in sets)
         rows.append(f"{name:<{width}}{cells} {_fmt(e['external_mean']['roc_auc']):>9} {_fmt(e['generalisation_gap']):>7}")
     flagged = [f"{n} on {s}: AUC {m['roc_auc']:.3f}, {m['flag']}" for n, s, m in inverted_sets(report)]
-    return "\n".join(rows + [f"! {f}" for f in flagged])
+    return "\n".join(rows + [f"! {f}" for f in flagged] + ["(fake-only sets: share caught; AP, accuracy, reals "
+                                                            "accused per set: report.md, metrics.csv)"])
 
 
 def write_csv(report, path):
