@@ -65,6 +65,7 @@ class AdaptConfig(CommandConfig):
     gan_block: int = setting(0, added_later=0)  # the discriminator block read (its number, once resolved)
     reals: str = setting("family", added_later="family")
     replay_per_class: int = REPLAY_PER_CLASS
+    l2_grid: tuple = setting(heads.L2_GRID, added_later=heads.L2_GRID)  # a head's ridge strengths tried
     tune: str = FINETUNE["tune"]
     learning_rate: float = FINETUNE["learning_rate"]
     epochs: int = FINETUNE["epochs"]
@@ -204,12 +205,13 @@ def balanced_weights(groups):
     return weight / weight.mean()
 
 
-def fit_head(data, shots, replay):
+def fit_head(data, shots, replay, l2_grid):
     """(the chosen head, its ridge strength, the validation AUCs of every strength) of shots + replay."""
     f = data["features"]
     x = np.concatenate([outputs(f, shots[0])] + ([outputs(f, replay[0])] if len(replay[1]) else []))
     y = np.concatenate([shots[1], replay[1]])
-    candidates = heads.fit_heads(x, y, balanced_weights(y + 2 * (np.arange(len(y)) >= len(shots[1]))), data["prior"])
+    groups = y + 2 * (np.arange(len(y)) >= len(shots[1]))  # the shots' and the replay's classes
+    candidates = heads.fit_heads(x, y, balanced_weights(groups), data["prior"], l2_grid=l2_grid)
     (fx, fy), (sx, sy) = data["val_features"]
     table = [{"l2": l2, "family_val_auc": roc_auc(fy, heads.head_logits(fx, head)),
               "source_val_auc": roc_auc(sy, heads.head_logits(sx, head))} for l2, head in candidates.items()]
@@ -246,7 +248,7 @@ def adapted_spec(cfg, name, data, files, record):
         return spec, reals
 
     def build():
-        head, l2, table = fit_head(data, shots, data["replay"][cfg.seed])
+        head, l2, table = fit_head(data, shots, data["replay"][cfg.seed], cfg.l2_grid)
         chosen.update(l2=l2, validation_by_l2=table)
         return heads.head_model(data["extractors"], head, name)
 

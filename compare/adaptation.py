@@ -52,28 +52,60 @@ def summary(curves):
     return rows
 
 
+def shot_columns(rows):
+    """The K values of the rows, in order ("before" = 0 first, "all" last)."""
+    return sorted({r["shots"] for r in rows}, key=lambda k: (k == "all", 0 if k == "all" else k))
+
+
+def grid(rows):
+    """{(family, source): {K: row}}: one line per family and source recipe, one column per K."""
+    out = {}
+    for r in rows:
+        out.setdefault((r["family"], r["source"]), {})[r["shots"]] = r
+    return out
+
+
+def cell(r, bold=True):
+    """New-family AUC (+- sd over seeds, flagged where inverted) and the change on the original test split."""
+    if r is None:
+        return ""
+    flag = (" **inverted**" if bold else "!") if r["family_auc"] < 0.5 else ""
+    if not r["shots"]:
+        return f"{r['family_auc']:.3f}{flag} ({r['source_auc']:.3f})"
+    return f"{r['family_auc']:.3f} +- {r['family_sd']:.3f}{flag} ({r['source_change']:+.3f})"
+
+
 def markdown(rows):
     if not rows:
         return []
+    ks = shot_columns(rows)
     lines = ["", "## Adapted to new families (few labelled images)", "",
-             "Each source detector fine-tuned on K labelled images per class of a new family "
-             "(`python -m classifiers.adapt`), judged on that family's own test split and on this experiment's "
-             "test split (what it kept). The `before` row is the source as it was. Mean +- sd over seeds.", "",
-             "| family | source | K per class | seeds | new family AUC | original test AUC | change on original |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        spread = (lambda key: "" if not r["shots"] else f" +- {r[key]:.3f}")
-        lines.append(f"| {r['family']} | {r['source']} | {r['shots'] or 'before'} | {r['seeds'] if r['shots'] else '-'} | "
-                     f"{r['family_auc']:.3f}{spread('family_sd')} | {r['source_auc']:.3f}{spread('source_sd')} | "
-                     + (f"{r['source_change']:+.3f} |" if r["shots"] else "- |"))
+             "Each source detector taught a new family from K labelled images per class (`python -m "
+             "classifiers.adapt`; its recipe after the source's name: `head` a logistic head on its frozen "
+             "features, `-gan`N / `-both`N on the GAN discriminator's block N / on both, `novelty` a distance to "
+             "real faces fit on K reals alone, `finetune` a fine-tuned copy). Per cell: AUC on the family's own "
+             "test split, mean +- sd over seeds, and in brackets the change on this experiment's test split (what "
+             "it kept); `before` is the source as it was, its original test AUC in brackets. **Inverted**: AUC "
+             "below 0.5.", "",
+             "| family | source recipe | " + " | ".join(str(k or "before") for k in ks) + " |", "|---" * (len(ks) + 2) + "|"]
+    for (family, source), by_k in grid(rows).items():
+        lines.append(f"| {family} | {source} | " + " | ".join(cell(by_k.get(k)) for k in ks) + " |")
     return lines
 
 
 def terminal(rows):
-    lines = [f"{'adapted to':<16} {'source':<22} {'K':>6} {'seeds':>5} {'new family AUC':>15} {'original AUC':>15}"]
-    for r in rows:
-        lines.append(f"{r['family'][:16]:<16} {r['source'][:22]:<22} {r['shots'] or 'before':>6} {r['seeds']:>5} "
-                     f"{r['family_auc']:>7.3f} +- {r['family_sd']:.3f} {r['source_auc']:>7.3f} +- {r['source_sd']:.3f}")
+    ks = shot_columns(rows)
+    width = max(len(r["source"]) for r in rows) + 1
+    lines = [f"{'adapted to':<12} {'source recipe':<{width}}" + "".join(f" {str(k or 'before'):>15}" for k in ks),
+             "(new family AUC, change on the original test AUC; before: its original test AUC)"]
+    for (family, source), by_k in grid(rows).items():
+        cells = ""
+        for k in ks:
+            r = by_k.get(k)
+            text = "" if r is None else f"{r['family_auc']:.3f}{'!' if r['family_auc'] < 0.5 else ''} " + (
+                f"{r['source_change']:+.3f}" if k else f"{r['source_auc']:.3f}")
+            cells += f" {text:>15}"
+        lines.append(f"{family[:12]:<12} {source:<{width}}{cells}")
     return "\n".join(lines)
 
 

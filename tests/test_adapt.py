@@ -82,6 +82,8 @@ def test_an_adapted_run_records_both_aucs_in_its_own_folder_and_never_touches_th
     assert "baseline-head-k3.seed1337" not in metrics["models"]  # judged in its own table, not as a model of the split
     text = open(os.path.join(source["exp"], "report", "report.md")).read()
     assert "## Adapted to new families" in text
+    row = next(line for line in text.splitlines() if line.startswith("| sharp | baseline head |"))
+    assert f"{a['after']['family']:.3f} +- 0.000" in row  # one line per source recipe, one column per K
     assert os.path.exists(os.path.join(source["exp"], "report", "adaptation.png"))
 
 
