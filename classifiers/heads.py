@@ -24,6 +24,9 @@ from classifiers.layers import ChannelMoments, MahalanobisScore
 # log-loss, so they mean the same for 256 pooled features as for 16,384 flattened ones
 L2_GRID = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 NEWTON_STEPS = 50
+# where there are more faces than this, the head is fit in their leading principal directions: each Newton step
+# costs faces x components^2, so the whole training side of a family (thousands of faces) stays within seconds
+HEAD_COMPONENTS = 512
 SHRINKAGE = 0.1  # covariance shrinkage towards its mean variance: a few dozen faces do not pin down many dimensions
 NOVELTY_COMPONENTS = 32  # principal components of the reals the distance is measured in (at most half the reals)
 NOVELTY_FALSE_ALARMS = 0.05  # the novelty threshold accuses this share of the reals it was fit on
@@ -86,9 +89,9 @@ def standardiser(features):
     return features.mean(0), np.maximum(spread, floor)
 
 
-def fit_logistic(x, y, weight, l2, offset=0.0):
+def fit_logistic(x, y, weight, l2, offset=0.0, start=None):
     """(w, b) minimising the weighted mean log-loss of sigmoid(offset + x w + b) plus l2/2 |w|^2, by Newton's
-    method with step halving."""
+    method with step halving, from `start` (w, b) or zero."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     weight = np.asarray(weight, np.float64) / np.sum(weight)
     xa = np.hstack([x, np.ones((len(x), 1))])
@@ -98,7 +101,7 @@ def fit_logistic(x, y, weight, l2, offset=0.0):
         f = offset + xa @ theta
         return weight @ (np.logaddexp(0, f) - y * f) + 0.5 * penalty @ theta ** 2
 
-    theta = np.zeros(xa.shape[1])
+    theta = np.zeros(xa.shape[1]) if start is None else np.r_[start[0], start[1]]
     for _ in range(NEWTON_STEPS):
         # clipped: a face the start already judges with certainty would make p (1 - p) subnormal, and
         # arithmetic on subnormal numbers is a hundred times slower
@@ -109,7 +112,7 @@ def fit_logistic(x, y, weight, l2, offset=0.0):
         while objective(theta - rate * step) > now and rate > 1e-4:
             rate /= 2
         theta -= rate * step
-        if np.abs(rate * step).max() < 1e-8:
+        if np.abs(rate * step).max() < 1e-6:
             break
     return theta[:-1], float(theta[-1])
 
@@ -120,21 +123,33 @@ def fit_heads(features, y, weight, prior=None, *, l2_grid=L2_GRID):
     the source's own last layer, so a strong ridge gives back the source's verdicts and a weak one learns the
     shots (L2-SP, Li et al. 2018). Where there are more features than faces the change lies in the span of the
     faces' rows, so it is solved there (one SVD for every strength): 16,384 flattened features cost what the
-    few hundred faces do."""
+    few hundred faces do; beyond HEAD_COMPONENTS faces, in their leading HEAD_COMPONENTS directions."""
     mean, scale = standardiser(features)
     x = (np.asarray(features, np.float64) - mean) / scale
     start = np.zeros(len(mean)) if prior is None else np.asarray(prior, np.float64) * scale
     offset = x @ start
     basis = None
-    if x.shape[1] > x.shape[0]:
-        _, s, vt = np.linalg.svd(x, full_matrices=False)
-        basis = vt[s > s[0] * 1e-10].T
+    if x.shape[1] > min(x.shape[0], HEAD_COMPONENTS):
+        basis = leading_directions(x, HEAD_COMPONENTS)
         x = x @ basis
-    heads = {}
-    for l2 in l2_grid:
-        change, b = fit_logistic(x, y, weight, l2 * len(mean), offset)
+    heads, previous = {}, None
+    for l2 in sorted(l2_grid, reverse=True):  # strongest first, each from the last: a few Newton steps apiece
+        previous = fit_logistic(x, y, weight, l2 * len(mean), offset, previous)
+        change, b = previous
         heads[l2] = (mean, scale, start + (basis @ change if basis is not None else change), b)
-    return heads
+    return {l2: heads[l2] for l2 in l2_grid}
+
+
+def leading_directions(x, count, rows=4096):
+    """(D, <= count) orthonormal: the leading right singular vectors of x (N, D), from the eigenvectors of the
+    rows' Gram matrix (N^2 D in float32 instead of an SVD's larger constant in float64). Beyond `rows` faces,
+    an evenly spaced `rows` of them say where the features vary."""
+    x = np.asarray(x[:: max(1, -(-len(x) // rows))], np.float32)
+    values, vectors = np.linalg.eigh((x @ x.T).astype(np.float64))
+    order = np.argsort(values)[::-1][:count]
+    keep = order[values[order] > values[order[0]] * 1e-10]
+    directions = (x.T.astype(np.float64) @ vectors[:, keep]) / np.sqrt(values[keep])
+    return np.linalg.qr(directions)[0]  # orthonormal again after float32 rounding
 
 
 def detector_head(detector):
