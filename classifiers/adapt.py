@@ -240,12 +240,17 @@ def adapted_spec(cfg, name, data, files, record):
                        augment=tuple(FINETUNE["augment"]), **common)
         return spec, (x, y)
     if cfg.method == "novelty":
-        reals = decode(data["source_manifest"] if cfg.reals == "development" else manifest, files, size, mode)
-        novelty = heads.fit_novelty(outputs(data["features"], reals[0]))
-        chosen.update(threshold_from="reals it was fit on", false_alarms_on_them=heads.NOVELTY_FALSE_ALARMS)
-        spec = RunSpec(name, build=lambda: heads.novelty_model(data["extractors"], novelty, name),
-                       compile=lambda model: model, epochs=0, extra={"threshold": novelty[3]}, **common)
-        return spec, reals
+        reals, threshold = decode(data["source_manifest"] if cfg.reals == "development" else manifest, files, size,
+                                  mode), {}
+
+        def build_novelty():
+            novelty = heads.fit_novelty(outputs(data["features"], reals[0]))
+            threshold["threshold"] = novelty[3]  # from the reals it was fit on, not from validation
+            chosen.update(threshold_from="reals it was fit on", false_alarms_on_them=heads.NOVELTY_FALSE_ALARMS)
+            return heads.novelty_model(data["extractors"], novelty, name)
+
+        return RunSpec(name, build=build_novelty, compile=lambda model: model, epochs=0, extra=threshold,
+                       **common), reals
 
     def build():
         head, l2, table = fit_head(data, shots, data["replay"][cfg.seed], cfg.l2_grid)
@@ -258,7 +263,7 @@ def adapted_spec(cfg, name, data, files, record):
 
 def adapt_one(cfg, source_dir, info, data):
     """One adapted run (cfg.shots, cfg.seed) through the kit's runner; its run.json."""
-    name = f"{os.path.basename(os.path.normpath(source_dir))}-{cfg.recipe()}-k{cfg.shots}.seed{cfg.seed}"
+    name = adapted_name(source_dir, cfg)
     files = shot_files(cfg, data["family_manifest"], data["source_manifest"])
     record = {"source": os.path.abspath(source_dir), "source_model": info["model"], "recipe": cfg.recipe(),
               "method": cfg.method, "features": cfg.features, "gan": cfg.gan_run or None,
