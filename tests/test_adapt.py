@@ -194,6 +194,13 @@ def test_a_strong_ridge_gives_back_the_source_and_a_weak_one_learns_the_shots():
     wide = np.hstack([x, rng.normal(size=(80, 500))])
     head = heads.fit_heads(wide, y, np.ones(80), l2_grid=(1e-4,))[1e-4]
     assert roc_auc(y, heads.head_logits(wide, head)) > 0.97
+    # more faces than HEAD_COMPONENTS: their leading directions, orthonormal, the strongest variation first
+    many = rng.normal(size=(heads.HEAD_COMPONENTS + 88, heads.HEAD_COMPONENTS + 100))
+    many[:, 3] *= 50
+    directions = heads.leading_directions(many, heads.HEAD_COMPONENTS)
+    assert directions.shape == (many.shape[1], heads.HEAD_COMPONENTS)
+    assert directions.T @ directions == pytest.approx(np.eye(heads.HEAD_COMPONENTS), abs=1e-6)
+    assert abs(directions[3, 0]) > 0.99
 
 
 def test_the_replayed_head_keeps_the_original_test_auc_within_the_stated_drop(source):
