@@ -9,8 +9,9 @@ per class are drawn from its training side (deterministic per seed, nested: the 
   head      (default) a ridge-logistic head on frozen features (classifiers.heads): the source detector's
             penultimate features, a block of the experiment's GAN discriminator (--features gan) or both. It
             is fit on the K shots per class and a replay of the source's own training faces, half the weight
-            each, so the original family keeps its verdicts; its ridge strength is the best on the family's
-            validation side among those that keep the source's validation AUC within MAX_ORIGINAL_DROP.
+            each, its ridge pulling towards the source's own last layer (not towards zero), so the original
+            family keeps its verdicts; the ridge strength is the best on the family's validation side among
+            those that keep the source's validation AUC within MAX_ORIGINAL_DROP.
   novelty   real faces only: the distance to real faces in the same features, fit on K reals of the new
             family (or --reals development: the source's training reals), its threshold accusing 5% of them.
             An alarm for "unlike any real face this network knows"; it never reads a fake.
