@@ -183,6 +183,8 @@ def shot_files(cfg, manifest, source_manifest):
     novelty score only reals - K of the family's, or every training real of the source's (--reals)."""
     if cfg.method == "novelty" and cfg.reals == "development":
         return [f for f in source_manifest["files"] if f["split"] == "train" and f["label"] == 0]
+    if cfg.method == "novelty" and cfg.shots == "all":
+        return [f for f in manifest["files"] if f["split"] == "train" and f["label"] == 0]
     if cfg.method == "novelty":
         reals = [f for f in balanced_subset(manifest, "train", cfg.shots, cfg.seed, "", at_most=True) if f["label"] == 0]
         if len(reals) < cfg.shots:

@@ -227,6 +227,10 @@ def test_a_novelty_score_is_fit_on_reals_only_and_never_reads_a_fake(source, mon
                                                                           "split.json")))["files"]}
     assert [labels[p] for p in info["adaptation"]["shot_files"]] == [0] * 8
     assert 0 < info["threshold"] < 1 and info["adaptation"]["threshold_from"] == "reals it was fit on"
+    decoded.clear()
+    assert run_adapt(source, "--shots", "all", "--method", "novelty") == 0  # every real of the training side
+    info = read_run(os.path.join(source["exp"], "adapted", "sharp", "baseline-novelty-kall.seed1337"))
+    assert decoded == [0] * len(info["adaptation"]["shot_files"]) and len(decoded) > 8
 
 
 def gan_run_of(source, folder, fingerprint=None):
