@@ -295,8 +295,7 @@ def source_config(args, source_dir, info, family):
         gan_info = gan_run(gan_dir, info)
         try:
             discriminator = load_model_safely(os.path.join(gan_dir, "discriminator.keras"))
-            block = len(heads.discriminator_blocks(discriminator)) if args.gan_block == 0 else args.gan_block
-            heads.discriminator_features(discriminator, block)
+            block = heads.block_number(discriminator, args.gan_block)
         except (BrokenRun, ValueError) as e:
             raise UserError(f"--gan {gan_dir}: {e}")
     cfg = AdaptConfig(run=source_dir, family=family, shots=0, method=args.method,

@@ -50,20 +50,30 @@ def discriminator_blocks(discriminator):
     return [layer.output for layer in discriminator.layers if layer.name.endswith(BLOCK_SUFFIXES)]
 
 
+def block_number(discriminator, block):
+    """The discriminator block `block` names (1 = first; 0 = the last); ValueError where it has no such block."""
+    count = len(discriminator_blocks(discriminator))
+    if not count:
+        raise ValueError("this discriminator has no named blocks (trained before block features existed)")
+    if not 0 <= block <= count:
+        raise ValueError(f"this discriminator has blocks 1 to {count}, not {block}")
+    return block or count
+
+
+def to_gan_range(inputs):
+    """[0, 255] faces -> the [-1, 1] a GAN's networks read."""
+    return layers.Rescaling(1 / 127.5, offset=-1, name="to_gan_range")(inputs)
+
+
 def discriminator_features(discriminator, block, name="gan_features"):
     """[0, 255] faces -> block `block` (1 = first; 0 = the last) of a GAN discriminator, as each channel's mean
     and spread over the positions (ChannelMoments)."""
-    blocks = discriminator_blocks(discriminator)
-    if not blocks:
-        raise ValueError("this discriminator has no named blocks (trained before block features existed)")
-    if not 0 <= block <= len(blocks):
-        raise ValueError(f"this discriminator has blocks 1 to {len(blocks)}, not {block}")
-    block = block or len(blocks)
-    trunk = keras.Model(discriminator.input, blocks[block - 1], name=f"discriminator_block{block}")
+    block = block_number(discriminator, block)
+    trunk = keras.Model(discriminator.input, discriminator_blocks(discriminator)[block - 1],
+                        name=f"discriminator_block{block}")
     trunk.trainable = False
     inputs = keras.Input(discriminator.input_shape[1:], name="image")
-    x = layers.Rescaling(1 / 127.5, offset=-1, name="to_gan_range")(inputs)  # the discriminator's [-1, 1]
-    return keras.Model(inputs, ChannelMoments(name=f"block{block}_moments")(trunk(x)), name=name)
+    return keras.Model(inputs, ChannelMoments(name=f"block{block}_moments")(trunk(to_gan_range(inputs))), name=name)
 
 
 def joined(extractors, inputs):

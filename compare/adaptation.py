@@ -31,6 +31,11 @@ def collect(exp_dir, fingerprint):
     return out
 
 
+def shot_order(k):
+    """K in order, 0 ("before") first and "all" (the whole training side) last."""
+    return (k == "all", 0 if k == "all" else k)
+
+
 def summary(curves):
     """JSON-ready rows: family, source, K ("before" first), seeds, mean and sd of both AUCs and of their changes."""
     rows = []
@@ -40,7 +45,7 @@ def summary(curves):
             rows.append({"family": family, "source": source, "shots": 0, "axis": 0, "seeds": 1,
                          "family_auc": before["family"], "family_sd": 0.0,
                          "source_auc": before["source"], "source_sd": 0.0, "source_change": 0.0})
-            for k in sorted(curve["points"], key=lambda k: (k == "all", 0 if k == "all" else k)):
+            for k in sorted(curve["points"], key=shot_order):
                 fam = np.array([p["family"] for p in curve["points"][k]])
                 src = np.array([p["source"] for p in curve["points"][k]])
                 sd = (lambda v: float(v.std(ddof=1)) if len(v) > 1 else 0.0)
@@ -54,7 +59,7 @@ def summary(curves):
 
 def shot_columns(rows):
     """The K values of the rows, in order ("before" = 0 first, "all" last)."""
-    return sorted({r["shots"] for r in rows}, key=lambda k: (k == "all", 0 if k == "all" else k))
+    return sorted({r["shots"] for r in rows}, key=shot_order)
 
 
 def grid(rows):

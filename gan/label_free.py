@@ -13,17 +13,11 @@ judge them like any other:
                     fit on the training split's real faces only. It asks "unlike the reals?", not "like my
                     fakes?", so a generator the GAN never imitated is not pushed towards "real".
 """
-from classifiers.heads import SHRINKAGE, fit_gaussian
+from classifiers.heads import SHRINKAGE, fit_gaussian, to_gan_range
 
 LABEL_FREE_ROLES = ("-zero-shot", "-one-class")  # run names: the GAN's name and the role
 ZERO_SHOT, ONE_CLASS = (f"dcgan{role}" for role in LABEL_FREE_ROLES)  # the default GAN's
 ONE_CLASS_FEATURES = "pooled"  # gan.models.probe_trunk_of: every block, average-pooled
-
-
-def to_gan_range(inputs):
-    from keras import layers
-
-    return layers.Rescaling(1 / 127.5, offset=-1, name="to_gan_range")(inputs)
 
 
 def zero_shot_detector(discriminator, image_size):

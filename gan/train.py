@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from classifiers.heads import to_gan_range
 from data.pipeline import select
 from data.runtime import UserError, add_common_args, label_count, positive_int, run_main, setup
 from gan.config import PRESETS, R1_GAMMA, probe_features, recorded_config, resolve_config
@@ -305,8 +306,7 @@ def detector_from_trunk(trunk, image_size, name, dropout=HEAD_DROPOUT):
     from keras import layers
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = layers.Rescaling(1 / 127.5, offset=-1, name="to_gan_range")(inputs)
-    x = trunk(x)
+    x = trunk(to_gan_range(inputs))
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="p_fake")(x)
     return keras.Model(inputs, outputs, name=name.replace("-", "_"))
