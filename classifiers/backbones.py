@@ -13,6 +13,8 @@ import io
 import os
 import re
 
+import keras
+from keras import layers
 import numpy as np
 
 from data.runtime import UserError, import_tensorflow
@@ -35,8 +37,6 @@ def keras_cache_dir():
 
 def preprocessing(kind, name="preprocess"):
     """The backbone's expected input from [0, 255] RGB, in stock layers (safe-mode loadable), or None."""
-    from keras import layers
-
     if kind == "built-in":
         return None
     if kind == "tf":
@@ -61,7 +61,6 @@ def load_backbone(name, image_size, weights):
     if weights not in ("imagenet", "none") and not os.path.isfile(weights):
         raise UserError(f"--weights {weights}: no such file (give 'imagenet', 'none' or a weights file)")
     import_tensorflow()  # quietly, before Keras
-    import keras
 
     kwargs = {"include_preprocessing": True} if name == "mobilenetv3small" else {}
     try:
@@ -80,9 +79,6 @@ def load_backbone(name, image_size, weights):
 
 def build_backbone_detector(name, image_size, weights="imagenet", dropout=HEAD_DROPOUT):
     """(detector, its backbone): preprocessing, the backbone, dropout, one float32 sigmoid."""
-    import keras
-    from keras import layers
-
     backbone = load_backbone(name, image_size, weights)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = inputs
@@ -97,8 +93,6 @@ def build_backbone_detector(name, image_size, weights="imagenet", dropout=HEAD_D
 
 def set_trainable(backbone, phase):
     """phase 'head': backbone frozen; 'top': its last TOP_FRACTION of layers; 'all': every layer. BN stays frozen."""
-    from keras import layers
-
     backbone.trainable = phase != "head"
     if phase == "head":
         return

@@ -8,6 +8,7 @@ import dataclasses
 import os
 from typing import Mapping, Optional
 
+from classifiers.registry import DETECTORS
 from data.runtime import CommandConfig, setting
 
 PRESETS = {
@@ -51,8 +52,6 @@ class DetectorConfig(CommandConfig):
 
     def identity(self, role=None):
         """Every setting's (CommandConfig.identity), and the detector's own options."""
-        from classifiers.registry import DETECTORS
-
         own = DETECTORS[self.model].options if self.model in DETECTORS else ()
         out = super().identity(role)
         out.pop("options", None)

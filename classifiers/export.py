@@ -13,7 +13,6 @@ classifiers.predict's. The TFLite model is converted from a float32 copy (TFLite
 Any finished detector run exports: supervised, fine-tuned, adapted and label-free alike.
 """
 import argparse
-import json
 import os
 import shutil
 import sys

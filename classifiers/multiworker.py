@@ -8,6 +8,9 @@ Keras 3.15 (TF backend) fails there in two places (keras-team/keras issue 20585,
   averaged over replicas with axis=None.
 Both are applied only when that strategy is in use, and only once.
 """
+import tensorflow as tf
+from keras.src.backend.tensorflow import trainer
+
 _applied = False
 
 
@@ -15,8 +18,6 @@ def patch_keras_for_multiworker():
     global _applied
     if _applied:
         return
-    import tensorflow as tf
-    from keras.src.backend.tensorflow import trainer
 
     build = trainer.TensorFlowTrainer._maybe_symbolic_build
     reduce_per_replica = trainer.reduce_per_replica

@@ -11,7 +11,12 @@ import sys
 
 import numpy as np
 
+from classifiers import saliency
+from classifiers.layers import load_model_safely
+from data.pipeline import fit_square
+from data.runs import BrokenRun, read_run
 from data.runtime import UserError, import_tensorflow, run_main
+from data.scan import BadImage, _is_system_file, list_files, read_rgb
 
 BATCH = 64
 STREAM_CHUNK = 1024  # images of a decode cache predicted at a time: memory bounded, whatever the split's size
@@ -19,8 +24,6 @@ STREAM_CHUNK = 1024  # images of a decode cache predicted at a time: memory boun
 
 def collect(paths):
     """Files to judge, in the order given (folders walked in sorted order, hidden files left out)."""
-    from data.scan import _is_system_file, list_files
-
     out = []
     for path in paths:
         if os.path.isdir(path):
@@ -32,9 +35,6 @@ def collect(paths):
 
 def load_detector(run_dir):
     """(keras model, run.json) of a finished run; Keras safe mode only, nothing executable is loaded."""
-    from classifiers.layers import load_model_safely
-    from data.runs import BrokenRun, read_run
-
     try:
         info = read_run(run_dir)
         import_tensorflow()
@@ -80,8 +80,6 @@ def predict_files(model, info, files, tta=False, saliency_dir=None):
     """Yield (path, p_fake or None, error or None) for each file, decoding in batches; saliency_dir: also
     write each image's SmoothGrad figure there (classifiers/saliency.py), named after the image."""
     figure_names = set()  # two images of one name in different folders get NAME and NAME-2
-    from data.pipeline import fit_square
-    from data.scan import BadImage, read_rgb
 
     size, mode = int(info["image_size"]), info.get("resize_mode", "resize")
     for start in range(0, len(files), BATCH):
@@ -103,8 +101,6 @@ def predict_files(model, info, files, tta=False, saliency_dir=None):
 
 
 def write_saliency(model, info, images, probs, results, folder, taken):
-    from classifiers import saliency
-
     os.makedirs(folder, exist_ok=True)
     maps = saliency.saliency_maps(model, images)
     threshold = float(info.get("threshold") or 0.5)

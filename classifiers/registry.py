@@ -9,7 +9,8 @@ The training CLI, the search (whose trial 1 and reference are the baseline below
 import dataclasses
 from typing import Callable, Mapping, Optional
 
-from classifiers.backbones import BACKBONES
+from classifiers.backbones import BACKBONES, build_backbone_detector, set_trainable
+from classifiers.models import build_resnet, cnn, compile_detector, compile_recipe, inner_model
 from classifiers.runner import Phase, RunSpec, training_steps
 from data.pipeline import AUGMENTATIONS
 
@@ -30,8 +31,6 @@ BACKBONE = {"head_epochs": 2, "top_epochs": 2, "head_learning_rate": 1e-3, "top_
 
 def adam(model, hp, steps_per_epoch, epochs):
     """The default recipe: Adam at hp["learning_rate"], constant or (hp["schedule"] "cosine") decayed over the run."""
-    from classifiers.models import compile_detector
-
     return compile_detector(model, hp["learning_rate"], hp.get("schedule", "constant"), steps_per_epoch * epochs)
 
 
@@ -67,36 +66,25 @@ class Detector:
 
 
 def baseline(cfg, hp):
-    from classifiers.models import cnn
-
     return cnn(cfg.image_size, hp["filters"], hp["head"], hp["dropout"], hp["residual"], name=cfg.model)
 
 
 def resnet(cfg, hp):
-    from classifiers.models import build_resnet
-
     return build_resnet(cfg.image_size, hp["widths"], hp["blocks"], hp["dropout"], hp["stem_stride"], hp["head"],
                         name="resnet")
 
 
 def resnet_recipe(model, hp, steps_per_epoch, epochs):
-    from classifiers.models import compile_recipe
-
     return compile_recipe(model, hp["learning_rate"], steps_per_epoch * epochs, steps_per_epoch * hp["warmup_epochs"],
                           hp["weight_decay"], hp["label_smoothing"])
 
 
 def backbone(cfg, hp):
-    from classifiers.backbones import build_backbone_detector
-
     return build_backbone_detector(hp["backbone"], cfg.image_size, hp["weights"])[0]
 
 
 def backbone_warmup(hp):
     """ImageNet weights: the fresh head alone, then the top blocks too; random weights have nothing to protect."""
-    from classifiers.backbones import set_trainable
-    from classifiers.models import inner_model
-
     if hp["weights"] == "none":
         return []
     return [Phase("the head", hp["head_epochs"], hp["head_learning_rate"],
@@ -106,9 +94,6 @@ def backbone_warmup(hp):
 
 
 def backbone_recipe(model, hp, steps_per_epoch, epochs):
-    from classifiers.backbones import set_trainable
-    from classifiers.models import compile_detector, inner_model
-
     if hp["weights"] == "none":
         return compile_detector(model, hp["scratch_learning_rate"])
     set_trainable(inner_model(model), "all")  # BatchNorm stays frozen: batches of 32 would wreck ImageNet's

@@ -20,9 +20,21 @@ import tempfile
 import time
 from typing import Callable, Mapping, NamedTuple, Optional
 
+import keras
 import numpy as np
 
+from classifiers.checkpoint import EpochCheckpoint, ensure_room_for, read_state
+from classifiers.metrics import accuracy, roc_auc, youden_threshold
+from classifiers.models import compile_detector
+from classifiers.multiworker import patch_keras_for_multiworker
+from classifiers.predict import probabilities
+from data.cache import cache_folder, cached_split
+from data.pipeline import make_dataset, select
+from data.runs import (experiment_dir, finish_run, library_versions, partial_dir, run_lock, write_atomic,
+                       write_json_atomic)
 from data.runtime import UserError, import_tensorflow
+from data.split import balanced_subset, experiment_split
+from data.synthetic import resolve_data_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,9 +85,6 @@ def labelled_subset(data, labels, seed, log=print):
     """data with its training side cut to `labels` (data.runtime.label_count: a count or a fraction) labelled
     images, half of each class, drawn by data.split.balanced_subset: deterministic per seed, nested (the 50
     are among the 100). Validation (and test) are untouched."""
-    from data.pipeline import select
-    from data.split import balanced_subset
-
     x, y = data.train
     if labels == "all":
         return data
@@ -93,10 +102,6 @@ def prepare(cfg, log=print):
     """Resolve the data, make or reuse the experiment's split, and its train and validation images from the
     experiment's decode cache (data.cache: decoded once, shared by every run; in memory when they fit).
     cfg: any configuration with data_dir, runs_dir, experiment, strict, image_size and resize_mode."""
-    from data.cache import cache_folder, cached_split
-    from data.split import experiment_split
-    from data.synthetic import resolve_data_dir
-
     data_dir = resolve_data_dir(cfg.data_dir, cfg.runs_dir)
     manifest = experiment_split(data_dir, cfg.runs_dir, cfg.experiment, log=log, strict=cfg.strict,
                                 split=cfg.split)
@@ -121,7 +126,6 @@ def make_strategy(name):
     task = tf_config.get("task", {})
     has_chief = "chief" in tf_config["cluster"]
     chief = task.get("type") == "chief" or (not has_chief and task.get("type") == "worker" and task.get("index") == 0)
-    from classifiers.multiworker import patch_keras_for_multiworker
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     patch_keras_for_multiworker()
@@ -140,10 +144,6 @@ class ProgressFile:
             self.state = {"seconds": 0.0, "epochs": {}}
 
     def callback(self):
-        import keras
-
-        from data.runs import write_json_atomic
-
         outer = self
 
         class _Record(keras.callbacks.Callback):
@@ -170,9 +170,6 @@ def training_steps(train_images, batch_size, epochs):
 
 
 def evaluate_validation(model, x, y, batch_size):
-    from classifiers.metrics import accuracy, roc_auc, youden_threshold
-    from classifiers.predict import probabilities
-
     p = probabilities(model, x, batch_size=batch_size)
     threshold = youden_threshold(y, p)
     return {"auc": roc_auc(y, p), "accuracy": accuracy(y, p, 0.5), "threshold": threshold,
@@ -183,8 +180,6 @@ def train_run(spec, cfg, data, strategy=None, chief=True):
     """Train spec on data and write its run folder; (folder, run.json), or (None, None) on a worker that
     does not write. cfg: a configuration with runs_dir, experiment, batch_size, seed, image_size,
     resize_mode and record() (what run.json keeps as "config")."""
-    from data.runs import run_lock
-
     if not chief:
         return _train_and_write(spec, cfg, data, strategy, chief=False)
     with run_lock(cfg.runs_dir, cfg.experiment, spec.name):
@@ -192,9 +187,6 @@ def train_run(spec, cfg, data, strategy=None, chief=True):
 
 
 def _train_and_write(spec, cfg, data, strategy, chief):
-    from classifiers.checkpoint import EpochCheckpoint
-    from data.runs import experiment_dir, finish_run, partial_dir, write_json_atomic
-
     final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), spec.name)
     work = partial_dir(cfg.runs_dir, cfg.experiment, spec.name) if chief else tempfile.mkdtemp(prefix="worker-")
     os.makedirs(work, exist_ok=True)
@@ -215,7 +207,6 @@ def _train_and_write(spec, cfg, data, strategy, chief):
         print(f"{spec.name}: this worker is done; the chief writes the run folder")
         return None, None
     if strategy is not None:  # judged outside the strategy: other workers may already have left
-        import keras
 
         model = keras.saving.load_model(os.path.join(work, "model.keras"), compile=False)
     write_json_atomic(os.path.join(work, "split.json"), data.manifest)
@@ -241,8 +232,6 @@ def announce_detector(info, final):
 
 def built_and_warmed_up(spec, cfg, data, strategy, work):
     """The model, built in the strategy's scope, through its warm-up phases and compiled for the main one."""
-    from classifiers.checkpoint import read_state
-
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = spec.build()
         if spec.warmup and read_state(os.path.join(work, "backup"))[0]:
@@ -253,9 +242,6 @@ def built_and_warmed_up(spec, cfg, data, strategy, work):
 
 
 def warm_up(model, spec, cfg, data):
-    from classifiers.models import compile_detector
-    from data.pipeline import make_dataset
-
     train_ds = make_dataset(*data.train, cfg.batch_size, training=True, seed=cfg.seed, augment=spec.augment)
     val_ds = make_dataset(*data.val, cfg.batch_size)
     for phase in spec.warmup:
@@ -266,10 +252,6 @@ def warm_up(model, spec, cfg, data):
 
 
 def fit_main_phase(model, spec, cfg, data, strategy, work, callbacks, chief):
-    import keras
-
-    from data.pipeline import make_dataset
-
     global_batch = cfg.batch_size * (strategy.num_replicas_in_sync if strategy else 1)
     train_ds = make_dataset(*data.train, global_batch, training=True, seed=cfg.seed, augment=spec.augment,
                             mixup=spec.mixup)
@@ -286,9 +268,6 @@ def fit_main_phase(model, spec, cfg, data, strategy, work, callbacks, chief):
 
 
 def save_model(model, work):
-    from classifiers.checkpoint import ensure_room_for
-    from data.runs import write_atomic
-
     ensure_room_for(work, model, "the model")
     write_atomic(os.path.join(work, "model.keras"), model.save)
 
@@ -296,10 +275,6 @@ def save_model(model, work):
 def record_header(name, kind, cfg, manifest, train_images, seconds):
     """What every run.json opens with, a detector's and the GAN's: what it is, the configuration that made it,
     the split it used, the precision, the libraries, when and how long."""
-    import keras
-
-    from data.runs import library_versions
-
     return {"model": name, "kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": cfg.record(),
             "image_size": cfg.image_size, "precision": keras.mixed_precision.global_policy().name, "seed": cfg.seed,
             "split_fingerprint": manifest["fingerprint"], "data_dir": manifest["data_dir"],

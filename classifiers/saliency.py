@@ -8,6 +8,7 @@ CNN, a ResNet, a pretrained backbone or a model with custom layers; the price is
 Grad-CAM's coarse one. Bright = changing these pixels would change the verdict most.
 """
 import numpy as np
+import tensorflow as tf
 
 from data.runs import write_atomic
 
@@ -18,8 +19,6 @@ FACES_PER_KIND = 2  # real correct, real wrong, fake correct, fake wrong
 
 def saliency_maps(model, images, samples=SMOOTHGRAD_SAMPLES, noise=SMOOTHGRAD_NOISE, seed=0):
     """(N, H, W) maps in [0, 1] for uint8-range images (N, H, W, 3) at the model's input size."""
-    import tensorflow as tf
-
     rng = np.random.default_rng(seed)
     x = np.asarray(images, np.float32)
     total = np.zeros(x.shape, np.float32)

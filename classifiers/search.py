@@ -14,11 +14,14 @@ import os
 import shutil
 import time
 
+import keras
+
 from classifiers.config import PRESETS
+from classifiers.layers import load_model_safely
 from classifiers.registry import BASELINE, DETECTORS, augmentations, detector_spec
 from classifiers.runner import RunSpec, train_run, training_steps, verbosity
 from data.pipeline import make_dataset
-from data.runs import experiment_dir, partial_dir, run_lock
+from data.runs import BrokenRun, experiment_dir, partial_dir, read_run, run_lock
 from data.runtime import UserError
 
 TUNER_FOLDER = ".hpsearch-tuner"
@@ -60,7 +63,6 @@ def build_from_config(cfg, hp, epochs, train_images, name="trial"):
 
 
 def make_hypermodel(cfg, train, val):
-    import keras
     import keras_tuner as kt
 
     class DetectorHyperModel(kt.HyperModel):
@@ -172,8 +174,6 @@ def search_and_retrain(cfg, data, strategy, chief):
 
 
 def _search_and_retrain(cfg, data, strategy, chief):
-    import keras
-
     tuner_id = os.environ.get("KERASTUNER_TUNER_ID")
     distributed = "KERASTUNER_ORACLE_IP" in os.environ
     hypermodel = make_hypermodel(cfg, data.train, data.val)
@@ -233,10 +233,6 @@ def baseline_reference(cfg, data, strategy, chief):
     The experiment's own `baseline` run when there is one (however long it trained: it is the baseline);
     else the baseline is trained now at the preset's budget, as `baseline`, or as `search-baseline` where a
     `baseline` made at another input size must not be replaced."""
-    import keras
-
-    from data.runs import BrokenRun, read_run
-
     folder = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), "baseline")
     with run_lock(cfg.runs_dir, cfg.experiment, "baseline", wait=True):  # another command may be on it
         pass
@@ -259,8 +255,6 @@ def baseline_reference(cfg, data, strategy, chief):
 def keep_baseline(cfg, data, reference_folder, reference, search, note):
     """hpsearch/ as the baseline's very model (so never below it), with the search's record and trial logs:
     a run without training, written by the runner like every other."""
-    from classifiers.layers import load_model_safely
-
     def carry_trial_logs(work):
         """The trials' logs stay (the lost winner's work folder holds them, an extended search's run too);
         the lost winner's own training curves go: this run is the baseline's model."""

@@ -14,16 +14,18 @@ import json
 import os
 import sys
 
-from classifiers.config import PRESETS, STRATEGIES, TUNERS, DetectorConfig
+from classifiers.config import DetectorConfig, PRESETS, STRATEGIES, TUNERS
+from classifiers.registry import DETECTORS, detector_spec, run_name
+from classifiers.runner import labelled_subset, make_strategy, prepare, train_run
+from classifiers.search import search_and_retrain
 from data.pipeline import AUGMENTATIONS, RESIZE_MODES
+from data.runs import experiment_dir, finished_run
 from data.runtime import UserError, add_common_args, label_count, positive_int, run_main, setup
 
 SEARCH = "hpsearch"
 
 
 def parse_args(argv=None):
-    from classifiers.registry import DETECTORS
-
     p = argparse.ArgumentParser(prog="python -m classifiers.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=tuple(DETECTORS) + (SEARCH,), default="baseline",
@@ -60,8 +62,6 @@ def parse_args(argv=None):
 
 def detector_options():
     """{name: (Option, [models that read it])} of every registered detector's own settings."""
-    from classifiers.registry import DETECTORS
-
     out = {}
     for model, detector in DETECTORS.items():
         for option in detector.options:
@@ -91,8 +91,6 @@ def augment_list(text):
 
 
 def resolve_config(args):
-    from classifiers.registry import DETECTORS
-
     cfg = DetectorConfig.from_preset(
         args.preset, model=args.model, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
         max_trials=args.max_trials, search_epochs=args.search_epochs, search_minutes=args.search_minutes,
@@ -113,35 +111,23 @@ def resolve_config(args):
 def keep_finished_run(cfg, manifest):
     """True when this model is already trained with this configuration (said in one line); UserError when
     it was trained with another one and --retrain was not given."""
-    from classifiers.registry import run_name
-    from data.runs import experiment_dir, finished_run
-
     folder = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), run_name(cfg))
     return finished_run(folder, cfg, manifest, role="search" if cfg.model == SEARCH else "detector") is not None
 
 
 def main(argv=None):
-    from classifiers.runner import make_strategy, prepare
-
     cfg = resolve_config(parse_args(argv))
     strategy, chief = make_strategy(cfg.strategy)
     cfg = dataclasses.replace(cfg, precision=setup(cfg.seed, cfg.precision))
     print("config: " + json.dumps(dataclasses.asdict(cfg), sort_keys=True))
     data = prepare(cfg)
     if cfg.labels is not None:
-        from classifiers.runner import labelled_subset
-
         data = labelled_subset(data, cfg.labels, cfg.seed)
     if keep_finished_run(cfg, data.manifest):
         return 0
     if cfg.model == SEARCH:
-        from classifiers.search import search_and_retrain
-
         search_and_retrain(cfg, data, strategy, chief)
     else:
-        from classifiers.registry import detector_spec
-        from classifiers.runner import train_run
-
         train_run(detector_spec(cfg, data.train[1]), cfg, data, strategy, chief)
     return 0
 

@@ -9,7 +9,8 @@ import os
 
 import numpy as np
 
-from data.runs import list_runs
+from data.runs import list_runs, write_atomic
+from data.runtime import import_tensorflow
 
 
 def collect(exp_dir, fingerprint):
@@ -121,7 +122,6 @@ def plot(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from data.runs import write_atomic
 
     families = sorted({r["family"] for r in rows})
     fig, axes = plt.subplots(len(families), 2, figsize=(10, 3.6 * len(families)), squeeze=False)
@@ -151,8 +151,6 @@ def plot(rows, path):
 
 def write_tensorboard(rows, logdir):
     """Scalars adaptation/<family>/{new_family,original}_auc at step K, one run per source."""
-    from data.runtime import import_tensorflow
-
     tf = import_tensorflow()
     for source in sorted({r["source"] for r in rows}):
         with tf.summary.create_file_writer(os.path.join(logdir, "adaptation", source)).as_default():

@@ -15,12 +15,24 @@ recipe's final AUC; written to runs/<experiment>/bench/ (curves.json, curves.png
 """
 import argparse
 import os
+import shlex
 import sys
 import time
 
+import keras
+from keras import layers
 import numpy as np
 
+from classifiers.models import build_cnn
+from compare import learning_curve as LC, machine as M
+from compare.curves import run_curves, table
+from compare.scale import run
+from data.pipeline import load_images, make_dataset
+from data.runs import experiment_dir, write_json_atomic
 from data.runtime import UserError, add_common_args, import_tensorflow, label_count, positive_int, run_main, setup
+from data.scan import scan_folder
+from data.split import experiment_split, load_manifest
+from data.synthetic import resolve_data_dir
 
 FILTERS = (32, 64, 128)
 BATCH = 32
@@ -33,8 +45,6 @@ UNSTABLE_SPREAD = 0.15  # pair ratios spreading more than this are flagged
 
 def forward_flops(model):
     """Multiply-adds x 2 of the convolution and dense layers for one image."""
-    from keras import layers
-
     total = 0
     for layer in model.layers:
         if isinstance(layer, layers.Conv2D):
@@ -127,12 +137,6 @@ def latency(model, size, repeats=50, batch=64):
 
 
 def bench_size(data_dir, size, policy, window, windows=WINDOWS):
-    import keras
-
-    from classifiers.models import build_cnn
-    from data.pipeline import load_images, make_dataset
-    from data.scan import scan_folder
-
     tf = import_tensorflow()
     out = {}
     # the original pipeline: float32, decoding JPEGs from disk every epoch, no cache
@@ -257,12 +261,9 @@ def main(argv=None):
     if args.learning_curve:
         return learning_curve(args)
     if args.scale:
-        from compare.scale import run
-
         return run(args)
     if args.machine:
         return machine(args)
-    from data.synthetic import resolve_data_dir
 
     policy = setup(args.seed, args.precision, deterministic=False)
     data_dir = resolve_data_dir(args.data_dir, args.runs_dir)
@@ -274,17 +275,12 @@ def main(argv=None):
         results["sizes"][str(size)] = bench_size(data_dir, size, policy, args.window, args.windows)
     print(format_table(results))
     if args.json_out:
-        from data.runs import write_json_atomic
-
         write_json_atomic(args.json_out, results)
         print(f"written to {args.json_out}")
     return 0
 
 
 def machine(args):
-    from compare import machine as M
-    from data.runs import write_json_atomic
-
     policy = setup(args.seed, args.precision, deterministic=False)
     results = M.measure(policy, warmup=max(2, args.machine_steps // 6), steps=args.machine_steps,
                         log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -297,12 +293,6 @@ def machine(args):
 
 def learning_curve(args):
     """Train what the curve lacks through the kit's own commands, judge every point, write and print it."""
-    import shlex
-
-    from compare import learning_curve as LC
-    from data.runs import experiment_dir, write_json_atomic
-    from data.split import load_manifest
-
     LC.check_recipes(args.recipes or [])
     if not args.recipes:
         raise UserError("--learning-curve needs --recipes, e.g. baseline resnet dcgan-discriminator dcgan-scratch")
@@ -327,10 +317,6 @@ def learning_curve(args):
 
 
 def recipe_curves(args, data_dir, policy):
-    from compare.curves import run_curves, table
-    from data.runs import experiment_dir
-    from data.split import experiment_split
-
     manifest = experiment_split(data_dir, args.runs_dir, args.experiment, log=lambda m: print(m, file=sys.stderr),
                                 strict=args.strict, split=args.split)
     out_dir = os.path.join(experiment_dir(args.runs_dir, args.experiment), "bench")
@@ -339,8 +325,6 @@ def recipe_curves(args, data_dir, policy):
     print(table(summary))
     print(f"written to {out_dir}/ (curves.png, curves.json, tensorboard/)")
     if args.json_out:
-        from data.runs import write_json_atomic
-
         write_json_atomic(args.json_out, summary)
     return 0
 

@@ -7,6 +7,16 @@ training. The recipes take turns, an epoch each, so the machine's drift is share
 import os
 import time
 
+import keras
+
+from classifiers.config import DetectorConfig, PRESETS
+from classifiers.metrics import roc_auc
+from classifiers.models import build_cnn
+from classifiers.registry import DETECTORS, augmentations
+from data.pipeline import load_split, make_dataset
+from data.runs import write_json_atomic
+from data.runtime import UserError, import_tensorflow
+
 # the original study's recipe, which no command of the kit trains: 128px, its 3-block CNN (32-64-128), 10
 # epochs, float32 as it ran. Every other recipe is a registered detector at the quick preset (recipe()).
 ORIGINAL = {"image_size": 128, "epochs": 10, "precision": "float32",
@@ -15,9 +25,6 @@ ORIGINAL = {"image_size": 128, "epochs": 10, "precision": "float32",
 
 def recipe(name):
     """{image_size, epochs, precision ("kit": the kit's policy), what} of "original" or a registered detector."""
-    from classifiers.config import PRESETS
-    from classifiers.registry import DETECTORS
-
     if name == "original":
         return ORIGINAL
     detector, quick = DETECTORS[name], PRESETS["quick"]
@@ -27,17 +34,11 @@ def recipe(name):
 
 def known_recipes():
     """"original" and every registered detector that needs no option of its own (a backbone needs --backbone)."""
-    from classifiers.registry import DETECTORS
-
     return ("original",) + tuple(n for n, d in DETECTORS.items() if not d.options)
 
 
 def build_recipe(name, image_size, epochs, steps_per_epoch):
     """(compiled model, augmentations, mixup) of a recipe: the study's original CNN, or a registered detector."""
-    from classifiers.config import DetectorConfig
-    from classifiers.models import build_cnn
-    from classifiers.registry import DETECTORS, augmentations
-
     if name == "original":
         return build_cnn(image_size, (32, 64, 128), name="original"), (), 0.0
     detector, cfg = DETECTORS[name], DetectorConfig(model=name, image_size=image_size, epochs=epochs)
@@ -50,10 +51,6 @@ class RecipeRun:
     """One recipe, trained from scratch an epoch at a time: [(training seconds, epoch, test AUC)] in points."""
 
     def __init__(self, name, manifest, policy, batch_size=32, seed=1337, epochs=None):
-        import keras
-
-        from data.pipeline import load_split, make_dataset
-
         settings = recipe(name)
         size = settings["image_size"]
         self.name, self.epochs = name, epochs or settings["epochs"]
@@ -73,8 +70,6 @@ class RecipeRun:
         return len(self.points) >= self.epochs
 
     def train_epoch(self, log=print):
-        from classifiers.metrics import roc_auc
-
         epoch = len(self.points)
         started = time.perf_counter()
         self.model.fit(self.train_ds, initial_epoch=epoch, epochs=epoch + 1, verbose=0, shuffle=False)
@@ -143,8 +138,6 @@ def plot(summary, path):
 
 def write_tensorboard(summary, logdir):
     """One run per recipe: scalar test_auc against training seconds (the step)."""
-    from data.runtime import import_tensorflow
-
     tf = import_tensorflow()
     for name, row in summary["recipes"].items():
         with tf.summary.create_file_writer(os.path.join(logdir, name)).as_default():
@@ -167,12 +160,8 @@ def table(summary):
 
 def run_curves(names, manifest, policy, out_dir, epochs=None, log=print):
     """Train each recipe, then write curves.json, curves.png and TensorBoard scalars to out_dir."""
-    from data.runs import write_json_atomic
-
     unknown = [n for n in names if n not in known_recipes()]
     if unknown:
-        from data.runtime import UserError
-
         raise UserError(f"unknown recipe {', '.join(unknown)}; choose from {', '.join(known_recipes())}")
     summary = summarise(auc_curves(names, manifest, policy, epochs, log))
     summary["precision"] = {n: (policy if recipe(n)["precision"] == "kit" else recipe(n)["precision"]) for n in names}

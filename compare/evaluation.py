@@ -5,19 +5,24 @@ Finds the runs (refusing any trained on another split, skipping broken ones with
 every image set once per input size, and turns predictions into metrics.json's entries. Nothing here
 writes a file: compare/rendering.py turns the results into tables, figures and TensorBoard summaries.
 """
+from dataclasses import dataclass
 import json
 import os
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 
+from classifiers.layers import load_model_safely
+from classifiers.metrics import youden_threshold
 from classifiers.predict import probabilities as predict
-from compare import metrics as M
-from compare import perturb
+from compare import metrics as M, perturb
+from compare.bench import latency
+from data.cache import cached_split
 from data.layout import find_layout
-from data.runs import list_runs
+from data.pipeline import load_images, load_split
+from data.runs import BrokenRun, list_runs
 from data.runtime import UserError
+from data.scan import scan_folder
 
 LATENCY_REPEATS = 30
 THROUGHPUT_BATCH = 64
@@ -71,9 +76,6 @@ def gan_runs(runs_dir, experiment, manifest):
 
 def find_detectors(runs_dir, experiment, manifest):
     """([Detector], skipped as [(name, reason)])."""
-    from classifiers.layers import load_model_safely
-    from data.runs import BrokenRun
-
     good, broken = list_runs(runs_dir, experiment)
     skipped = [(os.path.basename(f), reason) for f, reason in broken]
     detectors = []
@@ -126,8 +128,6 @@ class ImageSets:
 
     def _external(self, name):
         if name not in self.external_files:
-            from data.scan import scan_folder
-
             scan = scan_folder(self.test_dirs[name], one_class_ok=True)
             images = scan.images
             sides = {r.side for r in images if r.side}
@@ -140,9 +140,6 @@ class ImageSets:
         return self.external_files[name]
 
     def get(self, which, size, mode, perturbation=None):
-        from data.cache import cached_split
-        from data.pipeline import load_images, load_split
-
         key = (which, size, mode, perturbation)
         if key not in self.cache:
             fn = perturb.transform(*perturbation) if perturbation else None
@@ -162,8 +159,6 @@ class ImageSets:
 
 def measure_costs(detector):
     """Parameters, size on disk, training time, and latency / throughput measured now on this machine."""
-    from compare.bench import latency
-
     model = detector.model
     out = {"params": int(model.count_params()), "train_seconds": detector.info.get("train_seconds"),
            "size_mb": os.path.getsize(os.path.join(detector.folder, "model.keras")) / 2 ** 20}
@@ -253,8 +248,6 @@ def ensemble_members(spec, names, default=None):
 def ensemble(members, preds, labels, models, images):
     """The mean of the members' probabilities, judged like any model; its threshold chosen on validation
     like theirs, its costs the sum of theirs (every member runs on every image)."""
-    from classifiers.metrics import youden_threshold
-
     p = {k: np.mean([preds[n][k] for n in members], axis=0) for k in preds[members[0]]}
     threshold = youden_threshold(labels["val"], p["val"])
     entry = judge(p, labels, threshold)

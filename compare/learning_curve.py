@@ -11,9 +11,19 @@ A finished run is kept, so the same command again trains nothing and an interrup
 is missing. Each run is judged on the experiment's test split; the curve goes to runs/<experiment>/bench/
 (learning_curve.json, learning_curve.png, TensorBoard) and its table into compare.report.
 """
+import json
 import os
 
-from data.runtime import UserError
+from classifiers import train as classifiers_train
+from classifiers.layers import load_model_safely
+from classifiers.metrics import roc_auc
+from classifiers.predict import probabilities
+from classifiers.registry import DETECTORS
+from compare.seeds import mean_sd, paired_interval
+from data.cache import FOLDER, cached_split
+from data.runs import read_run, write_atomic
+from data.runtime import UserError, import_tensorflow
+from gan import train as gan_train
 
 # the stage-2 variants of each discriminator gan.train can train, and the flags that make them
 GAN_RECIPES = {"dcgan-discriminator": (), "dcgan-linear-probe": (), "dcgan-scratch": (),
@@ -25,8 +35,6 @@ FILE = "learning_curve.json"
 
 
 def check_recipes(recipes):
-    from classifiers.registry import DETECTORS
-
     known = tuple(DETECTORS) + tuple(GAN_RECIPES)
     unknown = [r for r in recipes if r not in known]
     if unknown:
@@ -35,9 +43,6 @@ def check_recipes(recipes):
 
 def train_missing(recipes, labels, seeds, common, detector_args=(), gan_args=()):
     """Every (recipe, label count, seed) through the training commands, which keep what is finished."""
-    from classifiers import train as classifiers_train
-    from gan import train as gan_train
-
     for count in labels:
         for seed in seeds:
             for recipe in (r for r in recipes if r not in GAN_RECIPES):
@@ -50,12 +55,6 @@ def train_missing(recipes, labels, seeds, common, detector_args=(), gan_args=())
 
 def judge(exp_dir, manifest, recipes, labels, seeds):
     """{recipe: {labels: {seed: test AUC}}} of the curve's runs, each judged at its own input size."""
-    from classifiers.layers import load_model_safely
-    from classifiers.metrics import roc_auc
-    from classifiers.predict import probabilities
-    from data.cache import FOLDER, cached_split
-    from data.runs import read_run
-
     tests, out = {}, {}
     for recipe in recipes:
         for count in labels:
@@ -74,8 +73,6 @@ def judge(exp_dir, manifest, recipes, labels, seeds):
 def summarise(aucs, pairs=PAIRS):
     """Per recipe and label count: mean and sd over seeds; per label count and pair, the paired difference of
     a fine-tuned discriminator and its scratch control (Student's t over seeds) and its verdict in words."""
-    from compare.seeds import mean_sd
-
     rows = []
     for recipe, points in aucs.items():
         for count, by_seed in points.items():
@@ -88,8 +85,6 @@ def summarise(aucs, pairs=PAIRS):
 
 def paired(aucs, pretrained, control, count):
     """[the verdict of `pretrained` minus `control` with `count` labels], or [] with fewer than two shared seeds."""
-    from compare.seeds import paired_interval
-
     a, b = aucs[pretrained][count], aucs[control].get(count, {})
     shared = sorted(set(a) & set(b))
     if len(shared) < 2:
@@ -106,8 +101,6 @@ def paired(aucs, pretrained, control, count):
 
 def load(exp_dir):
     """The experiment's curve as the bench wrote it, or None."""
-    import json
-
     try:
         with open(os.path.join(exp_dir, "bench", FILE)) as f:
             return json.load(f)
@@ -141,7 +134,6 @@ def plot(curve, train_images, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from data.runs import write_atomic
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for recipe in dict.fromkeys(r["recipe"] for r in curve["rows"]):
@@ -159,8 +151,6 @@ def plot(curve, train_images, path):
 
 
 def write_tensorboard(curve, train_images, logdir):
-    from data.runtime import import_tensorflow
-
     tf = import_tensorflow()
     for recipe in dict.fromkeys(r["recipe"] for r in curve["rows"]):
         with tf.summary.create_file_writer(os.path.join(logdir, recipe)).as_default():

@@ -8,11 +8,8 @@ import os
 
 import numpy as np
 
-from compare import adaptation as A
-from compare import learning_curve as LC
-from compare import metrics as M
-from compare import comparisons as C
-from compare import seeds as S
+from classifiers import saliency
+from compare import adaptation as A, comparisons as C, learning_curve as LC, metrics as M, plots as P, seeds as S
 from compare.comparisons import COLUMNS
 from compare.evaluation import ENSEMBLE, EXTERNAL_KEYS
 from data.runs import write_text_atomic
@@ -213,8 +210,6 @@ def write_csv(report, path):
 
 def figures(detectors, report, results, out_dir, saliency=True):
     """{plot key: PNG path}: ROC, confusion, reliability, mistakes, adaptation, and a saliency figure per model."""
-    from compare import plots as P
-
     curves = {n: (results[n].labels, results[n].p_fake, results[n].metrics) for n in report["ranking"]}
     plots = {"roc": P.roc_plot(curves, os.path.join(out_dir, "roc.png")),
              "confusion": P.confusion_plot(curves, os.path.join(out_dir, "confusion.png")),
@@ -232,8 +227,6 @@ def figures(detectors, report, results, out_dir, saliency=True):
 def saliency_figures(detectors, models, results, out_dir):
     """One SmoothGrad figure per model on the same test faces (real and fake, right and wrong by the
     ensemble, or by the best model where there is no ensemble): {plot key: PNG path}."""
-    from classifiers import saliency
-
     reference = (ENSEMBLE if ENSEMBLE in results else
                  max(results, key=lambda n: np.nan_to_num(models[n]["test"]["roc_auc"])))
     y, p_ref = results[reference].labels, results[reference].p_fake

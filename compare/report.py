@@ -13,16 +13,12 @@ import sys
 
 import numpy as np
 
-from compare import adaptation as A
-from compare import comparisons as C
-from compare import evaluation as E
-from compare import learning_curve as LC
-from compare import perturb
-from compare import rendering as R
-from compare import seeds as S
+from compare import (adaptation as A, comparisons as C, evaluation as E, learning_curve as LC, perturb,
+                     rendering as R, seeds as S)
 from data.cache import cache_folder
 from data.runs import experiment_dir, write_json_atomic, write_text_atomic
 from data.runtime import UserError, add_common_args, run_main, setup
+from data.split import load_manifest
 
 
 def parse_args(argv=None):
@@ -44,8 +40,6 @@ def parse_args(argv=None):
 
 def load_experiment(args):
     """(experiment folder, split manifest, [Detector], external sets), or one line saying what is missing."""
-    from data.split import load_manifest
-
     exp = experiment_dir(args.runs_dir, args.experiment)
     split_path = os.path.join(exp, "split.json")
     if not os.path.exists(split_path):

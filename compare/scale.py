@@ -14,14 +14,27 @@ stage runs as the kit's own command in a child process, timed, with the child's 
                       whole validation split) and `compare.report` on the test split
 It is a benchmark: it prints figures and asserts nothing.
 """
+import argparse
+import dataclasses
+import io
 import json
+from multiprocessing import Pool
 import os
 import shutil
 import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
+from PIL import Image
+
+from classifiers.registry import detector_spec
+from classifiers.runner import prepare
+from classifiers.train import parse_args, resolve_config
+from data.pipeline import make_dataset
+from data.runs import write_json_atomic
+from data.runtime import cpu_flags, run_main, setup
 
 SET_SIZE = 256
 SET_VERSION = 1
@@ -35,10 +48,6 @@ PROBES = (("baseline", 64), ("baseline", 128), ("resnet", 128))
 def scale_image(index, seed=0, size=SET_SIZE):
     """JPEG bytes and label of image `index`: smooth random colour fields (each its own perceptual hash) with
     fine noise; a fake adds a faint checkerboard, the period-2 trace of a transposed-convolution upsampler."""
-    import io
-
-    from PIL import Image
-
     rng = np.random.default_rng([seed, index])
     fake = rng.random() < FAKE_SHARE
     coarse = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((size, size), Image.BICUBIC)
@@ -61,8 +70,6 @@ def _write_chunk(job):
 
 def write_set(dest, n, seed=0, log=print):
     """The N-image set in dest (kept: written again only if N, the seed or the recipe changed); seconds taken."""
-    from multiprocessing import Pool
-
     want = {"images": n, "seed": seed, "size": SET_SIZE, "version": SET_VERSION}
     try:
         with open(os.path.join(dest, MARKER)) as f:
@@ -162,9 +169,6 @@ def measure(name, data_dir, runs_dir, sizes, steps, log):
 
 def run(args, log=print):
     """Write the sets, measure every stage at every size, print the table, write bench-scale.json."""
-    from data.runs import write_json_atomic
-    from data.runtime import cpu_flags
-
     base = os.path.join(os.path.abspath(args.runs_dir), ".scale")
     sizes = sorted(set(args.image_size))
     shown = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what decides the kit's precision
@@ -211,16 +215,6 @@ def table(results):
 
 def probe(model, size, steps, argv):
     """In the child: the kit's training path for `steps` steps; prints one 'probe: {json}' line."""
-    import dataclasses
-
-    import keras
-
-    from classifiers.registry import detector_spec
-    from classifiers.runner import prepare
-    from classifiers.train import parse_args, resolve_config
-    from data.pipeline import make_dataset
-    from data.runtime import setup
-
     cfg = resolve_config(parse_args(["--model", model, "--image-size", str(size)] + argv))
     cfg = dataclasses.replace(cfg, precision=setup(cfg.seed, cfg.precision))
     data = prepare(cfg)
@@ -238,10 +232,6 @@ def probe(model, size, steps, argv):
 
 
 def main(argv=None):
-    import argparse
-
-    from data.runtime import run_main
-
     argv = sys.argv[1:] if argv is None else argv
 
     def child():

@@ -22,6 +22,8 @@ import zlib
 
 import numpy as np
 
+from data.pipeline import load_images
+from data.runs import experiment_dir, write_json_atomic
 from data.runtime import UserError
 
 CACHE_FORMAT = 1
@@ -101,8 +103,6 @@ class CachedImages:
 
 
 def cache_folder(runs_dir, experiment):
-    from data.runs import experiment_dir
-
     return os.path.join(experiment_dir(runs_dir, experiment), FOLDER)
 
 
@@ -188,9 +188,6 @@ def _finished(path, stats):
 
 def _build(manifest, files, size, mode, path, log):
     """Decode every file of the list into path (via a temporary file), then write its index last."""
-    from data.pipeline import load_images
-    from data.runs import write_json_atomic
-
     root, started = manifest["data_dir"], time.time()
     shape = (len(files), size, size, 3)
     stats = _stats(root, files)  # before decoding: a file changed meanwhile fails its sha256 and is skipped

@@ -11,10 +11,13 @@ import os
 import platform
 import re
 import shutil
+import sys
 import time
 import zipfile
 
-from data.runtime import UserError
+import numpy
+
+from data.runtime import UserError, import_tensorflow
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -120,12 +123,9 @@ def finish_run(partial, final, run_info):
 
 
 def library_versions():
-    import keras
-    import numpy
-    import tensorflow as tf
-
+    tf = import_tensorflow()  # data/ loads TensorFlow only when a run needs it
     versions = {"python": platform.python_version(), "tensorflow": tf.__version__,
-                "keras": keras.__version__, "numpy": numpy.__version__}
+                "keras": sys.modules["keras"].__version__, "numpy": numpy.__version__}
     try:
         import keras_tuner
 

@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from data.layout import FAKE, LABEL_NAMES, REAL, Layout, find_layout  # noqa: F401  (REAL, FAKE: the labels)
 from data.runtime import UserError
+from data.runs import write_json_atomic
 
 FORMATS = {"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"}  # MPO: camera JPEGs with extra frames
 MAX_PIXELS = 40_000_000  # decompression-bomb guard, checked from the header before decoding
@@ -226,7 +227,6 @@ class HashCache:
     def save(self):
         if not (self.path and self.dirty):
             return
-        from data.runs import write_json_atomic
 
         try:
             write_json_atomic(self.path, {"version": CACHE_VERSION, "entries": self.entries})

@@ -14,6 +14,7 @@ Other families, for external test sets (`python -m data.synthetic DEST --family 
                    family's artefact, which a detector of upsampling blur can find *more* real than real.
 It is a smoke test for the pipeline, not a substitute for real faces.
 """
+import argparse
 import io
 import os
 import shutil
@@ -216,8 +217,6 @@ def resolve_data_dir(data_dir, runs_dir):
 
 
 def main(argv=None):
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m data.synthetic",
                                 description="Write a synthetic Real/ + Fake/ set of drawn faces (NOT real photos).")
     p.add_argument("dest")

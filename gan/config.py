@@ -9,7 +9,10 @@ import dataclasses
 import os
 from typing import Optional
 
-from data.runtime import DEFAULT_SEED, CommandConfig, UserError, setting
+from classifiers.registry import RESNET_EPOCHS
+from data.runtime import CommandConfig, DEFAULT_SEED, UserError, setting
+from gan.augment import OPERATIONS
+from gan.models import LATENT_DIM, _doublings
 
 PRESETS = {
     # quick: a real attempt on 2 CPU cores, named in steps so that every machine trains the same GAN: 5,500
@@ -110,9 +113,6 @@ def recorded_config(config):
 
 
 def resolve_config(args):
-    from gan.augment import OPERATIONS
-    from gan.models import LATENT_DIM, _doublings
-
     values = dict(PRESETS[args.preset])
     values.update({k: getattr(args, k) for k in values if getattr(args, k, None) is not None})
     try:
@@ -125,7 +125,6 @@ def resolve_config(args):
         raise UserError(f"--diffaugment: unknown operation(s) {', '.join(unknown)}; choose from {', '.join(OPERATIONS)}")
     values["discriminator"] = args.discriminator
     if args.discriminator == "resnet" and args.finetune_epochs is None:  # stage 2 is the resnet recipe, its epochs too
-        from classifiers.registry import RESNET_EPOCHS
 
         values["finetune_epochs"] = RESNET_EPOCHS[args.preset]
     values["r1_gamma"] = R1_GAMMA[args.discriminator] if args.r1_gamma is None else args.r1_gamma

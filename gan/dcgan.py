@@ -16,7 +16,11 @@ import os
 
 import keras
 import numpy as np
+from PIL import Image
 import tensorflow as tf
+
+from data.runs import write_atomic
+from gan.augment import diff_augment
 
 LEARNING_RATE = 2e-4
 BETA_1 = 0.5
@@ -63,8 +67,6 @@ class DCGAN(keras.Model):
 
     def discriminator_input(self, images):
         """What D sees of a batch: DiffAugmented (both steps, reals and fakes alike), then instance noise."""
-        from gan.augment import diff_augment
-
         if self.augment_policy:
             images = diff_augment(images, self.seed_generator, self.augment_policy)
         if self.instance_noise:
@@ -157,10 +159,6 @@ class SampleGrid(keras.callbacks.Callback):
         self.png_dir = png_dir
 
     def on_epoch_end(self, epoch, logs=None):
-        from PIL import Image
-
-        from data.runs import write_atomic
-
         steps = int(self.model.g_optimizer.iterations.numpy())
         picture = grid(to_uint8(self.model.ema_generator(self.z_fixed, training=False)))
         with self.writer.as_default():

@@ -13,7 +13,16 @@ judge them like any other:
                     fit on the training split's real faces only. It asks "unlike the reals?", not "like my
                     fakes?", so a generator the GAN never imitated is not pushed towards "real".
 """
+import os
+
+import keras
+from keras import layers
+
 from classifiers.heads import SHRINKAGE, fit_gaussian, to_gan_range
+from classifiers.layers import MahalanobisScore, load_model_safely
+from classifiers.predict import outputs
+from classifiers.runner import RunSpec
+from gan.models import probe_trunk_of
 
 LABEL_FREE_ROLES = ("-zero-shot", "-one-class")  # run names: the GAN's name and the role
 ZERO_SHOT, ONE_CLASS = (f"dcgan{role}" for role in LABEL_FREE_ROLES)  # the default GAN's
@@ -22,9 +31,6 @@ ONE_CLASS_FEATURES = "pooled"  # gan.models.probe_trunk_of: every block, average
 
 def zero_shot_detector(discriminator, image_size):
     """[0, 255] faces -> sigmoid(-logit): P(fake) as the discriminator itself would say it."""
-    import keras
-    from keras import layers
-
     inputs = keras.Input((image_size, image_size, 3), name="image")
     logit = discriminator(to_gan_range(inputs))
     not_real = layers.Rescaling(-1.0, name="negate", dtype="float32")(logit)
@@ -35,12 +41,6 @@ def zero_shot_detector(discriminator, image_size):
 def one_class_detector(discriminator, image_size, real_images, batch_size=64):
     """[0, 255] faces -> P(fake) rising with the distance of their block features from the real faces'.
     real_images: the training split's real faces (uint8), the only faces it is fit on."""
-    import keras
-
-    from classifiers.layers import MahalanobisScore
-    from classifiers.predict import outputs
-    from gan.models import probe_trunk_of
-
     trunk = probe_trunk_of(discriminator, ONE_CLASS_FEATURES)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     features = trunk(to_gan_range(inputs))
@@ -55,11 +55,6 @@ def one_class_detector(discriminator, image_size, real_images, batch_size=64):
 
 def label_free_specs(gan_dir, gan_info, real_images, gan_name="dcgan"):
     """RunSpecs of both detectors: no gradient step (epochs 0), a validation threshold like any run."""
-    import os
-
-    from classifiers.layers import load_model_safely
-    from classifiers.runner import RunSpec
-
     size = int(gan_info["image_size"])
     gan_note = {"gan": {"steps": gan_info.get("steps_completed"), "created": gan_info["created"]},
                 "labelled_fakes_seen": 0}

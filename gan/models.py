@@ -10,6 +10,8 @@ import keras
 from keras import layers
 
 from classifiers.heads import discriminator_blocks
+from classifiers.models import resnet_features
+from classifiers.registry import RESNET
 
 LATENT_DIM = 128
 GENERATOR_FILTERS = 256  # at 4x4, halved at every doubling
@@ -76,9 +78,6 @@ def build_resnet_discriminator_trunk(image_size=64):
     (classifiers.registry.RESNET: widths, blocks, stem), so its adversarially trained weights can be fine-tuned
     with that very recipe and compared with it from scratch. Its BatchNorm is the recipe's; each block's output
     (stem_relu, stageN_block1_out) is a block a probe or the one-class detector can read."""
-    from classifiers.models import resnet_features
-    from classifiers.registry import RESNET
-
     image = keras.Input((image_size, image_size, 3), name="image")
     features = resnet_features(image, RESNET["widths"], RESNET["blocks"], RESNET["stem_stride"], RESNET["head"],
                                head_name="features")

@@ -15,7 +15,15 @@ random CNN where the experiment has no baseline yet.
 """
 import os
 
+import keras
+from keras import layers
 import numpy as np
+import tensorflow as tf
+
+from classifiers.backbones import keras_cache_dir
+from classifiers.layers import load_model_safely
+from data.runs import BrokenRun, experiment_dir, read_run
+from gan.dcgan import to_uint8
 
 SAMPLES = 256
 MAX_REALS = 2000  # of each side's real faces: KID draws 20 subsets of 100, so more only costs time and memory
@@ -48,9 +56,6 @@ def closer(generator, floor, ceiling):
 
 
 def _random_features(image_size, seed):
-    import keras
-    from keras import layers
-
     init = keras.initializers.HeNormal(seed=seed)
     x = inputs = keras.Input((image_size, image_size, 3))
     x = layers.Rescaling(1 / 127.5, offset=-1)(x)
@@ -62,7 +67,6 @@ def _random_features(image_size, seed):
 def _resize(imgs, size):
     if imgs.shape[1] == size:
         return imgs.astype("float32")
-    import tensorflow as tf
 
     return tf.image.resize(imgs.astype("float32"), (size, size), antialias=True).numpy()
 
@@ -73,7 +77,6 @@ def inception_weights(path=None):
         if not os.path.isfile(path):
             return None, f"--inception-weights {path} is not a file"
         return path, ""
-    from classifiers.backbones import keras_cache_dir
 
     cached = os.path.join(keras_cache_dir(), INCEPTION_FILE)
     if os.path.isfile(cached):
@@ -82,8 +85,6 @@ def inception_weights(path=None):
 
 
 def inception_features(path):
-    import keras
-
     net = keras.applications.InceptionV3(include_top=False, weights=path, pooling="avg",
                                          input_shape=(INCEPTION_SIZE, INCEPTION_SIZE, 3))
 
@@ -99,11 +100,6 @@ def inception_features(path):
 
 def kit_feature_space(runs_dir, experiment, image_size, seed=0):
     """(features(uint8 images) -> array, name of the space, baseline model and run.json or None)."""
-    import keras
-
-    from classifiers.layers import load_model_safely
-    from data.runs import BrokenRun, experiment_dir, read_run
-
     folder = os.path.join(experiment_dir(runs_dir, experiment), "baseline")
     try:
         info = read_run(folder)
@@ -117,8 +113,6 @@ def kit_feature_space(runs_dir, experiment, image_size, seed=0):
 
 
 def sample(generator, latent_dim, n=SAMPLES, seed=0):
-    from gan.dcgan import to_uint8
-
     z = np.random.default_rng(seed).normal(size=(n, latent_dim)).astype("float32")
     return to_uint8(generator.predict(z, batch_size=64, verbose=0))
 

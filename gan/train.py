@@ -29,14 +29,25 @@ import os
 import sys
 import time
 
+import keras
+from keras import layers
 import numpy as np
+import tensorflow as tf
 
+from classifiers.checkpoint import ensure_room_for
 from classifiers.heads import to_gan_range
-from data.pipeline import select
+from classifiers.layers import load_model_safely
+from classifiers.models import compile_detector, inner_model
+from classifiers.registry import RESNET, augmentations, resnet_recipe
+from classifiers.runner import Phase, RunSpec, epochs_in_order, labelled_subset, prepare, train_run, training_steps
+from data.pipeline import image_elements, select
+from data.runs import BrokenRun, experiment_dir, finished_run, read_run, write_atomic, write_json_atomic
 from data.runtime import UserError, add_common_args, label_count, positive_int, run_main, setup
 from gan.config import PRESETS, R1_GAMMA, probe_features, recorded_config, resolve_config
-from gan.models import DISCRIMINATORS
-from gan.label_free import LABEL_FREE_ROLES, ONE_CLASS, ZERO_SHOT
+from gan.dcgan import DCGAN, SampleGrid
+from gan.label_free import LABEL_FREE_ROLES, ONE_CLASS, ZERO_SHOT, label_free_specs
+from gan.models import DISCRIMINATORS, build_discriminator, build_generator, build_trunk, probe_trunk_of, trunk_of
+from gan.quality import QualityJudge, describe, sample
 
 LABEL_FREE = (ZERO_SHOT, ONE_CLASS)  # the default GAN's; with --discriminator resnet: dcgan-resnet-zero-shot ...
 
@@ -97,10 +108,6 @@ def parse_args(argv=None):
 
 def gan_dataset(images, batch_size, seed):
     """uint8 faces (in memory or a decode cache) -> shuffled batches in [-1, 1] (the generator's tanh range)."""
-    import tensorflow as tf
-
-    from data.pipeline import image_elements
-
     if len(images) < batch_size:
         raise UserError(f"the GAN needs at least {batch_size} training images, the split has {len(images)}")
     ds = image_elements(images, np.zeros(len(images), np.float32), training=True, seed=seed)
@@ -111,8 +118,6 @@ def gan_dataset(images, batch_size, seed):
 def kept_run(cfg, manifest, name, gan_created=None):
     """run.json of a finished `name` this configuration made on this split, said aloud; None to train it;
     UserError where a finished run of another configuration would be replaced without --retrain."""
-    from data.runs import experiment_dir, finished_run
-
     final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), name)
     role = ("gan" if name == cfg.gan_name else "label-free" if name.endswith(LABEL_FREE_ROLES) else
             "probe" if name.startswith("dcgan-linear-probe") else "finetune")
@@ -121,18 +126,12 @@ def kept_run(cfg, manifest, name, gan_created=None):
 
 def train_gan(cfg, data):
     """Stage 1. Writes runs/<experiment>/<cfg.gan_name>/ unless this configuration's GAN is there; its folder."""
-    from classifiers.runner import train_run
-    from data.runs import experiment_dir
-
     if kept_run(cfg, data.manifest, cfg.gan_name) is None:
         return train_run(GanTraining(cfg, data).spec(), cfg, data)[0]
     return os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), cfg.gan_name)
 
 
 def make_gan(cfg):
-    from gan.dcgan import DCGAN
-    from gan.models import build_discriminator, build_generator
-
     size, latent = cfg.image_size, cfg.latent_dim
     discriminator = build_discriminator(size, spectral_norm=cfg.spectral_norm, kind=cfg.discriminator)
     gan = DCGAN(build_generator(size, latent), discriminator, latent, label_smoothing=cfg.label_smoothing,
@@ -145,9 +144,6 @@ def make_gan(cfg):
 def step0_quality(work, gan, judge, cfg):
     """KID of the untrained generator: the ceiling. Measured before the first step and kept in the work
     folder, so a resumed run reads the very figure its start measured."""
-    from data.runs import write_json_atomic
-    from gan.quality import sample
-
     path = os.path.join(work, "quality_step0.json")
     try:
         with open(path) as f:
@@ -167,10 +163,6 @@ class StepBudget:
         self.stopped_by = "steps"
 
     def callback(self):
-        import keras
-
-        from gan.quality import sample
-
         outer, cfg = self, self.cfg
         budget = cfg.gan_minutes * 60 or float("inf")
 
@@ -225,8 +217,6 @@ class GanTraining:
         self.judge = self.ceiling = self.budget = None
 
     def spec(self):
-        from classifiers.runner import RunSpec
-
         cfg = self.cfg
         return RunSpec(name=cfg.gan_name, kind="gan", build=lambda: make_gan(cfg), compile=lambda gan: gan,
                        epochs=self.rounds, hyperparameters={}, unit="round",
@@ -234,11 +224,6 @@ class GanTraining:
                        fit=self.fit, save=self.save, record=self.record, announce=self.announce)
 
     def fit(self, gan, work, progress, checkpoint):
-        import keras
-
-        from gan.dcgan import SampleGrid
-        from gan.quality import QualityJudge
-
         cfg, rounds = self.cfg, self.rounds
         print(f"{cfg.gan_name}: {cfg.gan_steps:,} steps ({rounds} rounds of {cfg.sample_every}"
               + (f", at most {cfg.gan_minutes:g} min" if cfg.gan_minutes else "") + f") on {len(self.images):,} "
@@ -259,18 +244,12 @@ class GanTraining:
     @staticmethod
     def save(gan, work):
         """Both networks, the averaged generator as generator.keras."""
-        from classifiers.checkpoint import ensure_room_for
-        from data.runs import write_atomic
-
         ensure_room_for(work, gan, "the generators and discriminator")
         for name, net in (("generator", gan.ema_generator), ("generator_raw", gan.generator),
                           ("discriminator", gan.discriminator)):
             write_atomic(os.path.join(work, f"{name}.keras"), net.save)
 
     def record(self, gan, progress, resumed_from):
-        from classifiers.runner import epochs_in_order
-        from gan.quality import sample
-
         cfg = self.cfg
         return {
             "train_images": len(self.images), "train_seconds": round(progress["seconds"], 2),
@@ -286,8 +265,6 @@ class GanTraining:
 
     @staticmethod
     def announce(info, final):
-        from gan.quality import describe
-
         quality, name = info["quality"], info["model"]
         note = (f"; the baseline calls {quality['baseline_calls_fake']:.0%} of its faces fake"
                 if "baseline_calls_fake" in quality else "")
@@ -302,9 +279,6 @@ class GanTraining:
 
 def detector_from_trunk(trunk, image_size, name, dropout=HEAD_DROPOUT):
     """[0, 255] image -> the GAN's [-1, 1] scale -> trunk -> fresh sigmoid head."""
-    import keras
-    from keras import layers
-
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = trunk(to_gan_range(inputs))
     x = layers.Dropout(dropout, name="dropout")(x)
@@ -324,8 +298,6 @@ def stage2_runs(cfg):
 
 def trained_gan(cfg, manifest):
     """(folder, run.json) of the experiment's finished GAN, checked against this split and image size."""
-    from data.runs import BrokenRun, experiment_dir, read_run
-
     gan_dir = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), cfg.gan_name)
     try:
         gan_info = read_run(gan_dir)
@@ -341,10 +313,6 @@ def trained_gan(cfg, manifest):
 
 def fine_tune_discriminator(cfg, data):
     """Stage 2: per seed, the detector runs that differ only in where the trunk starts and what is trained."""
-    import keras
-
-    from classifiers.runner import labelled_subset, train_run
-
     gan_dir, gan_info = trained_gan(cfg, data.manifest)
     results = label_free_detectors(cfg, data, gan_dir, gan_info)
     spec_of = resnet_variant_spec if cfg.discriminator == "resnet" else variant_spec
@@ -363,9 +331,6 @@ def fine_tune_discriminator(cfg, data):
 
 def label_free_detectors(cfg, data, gan_dir, gan_info):
     """The two detectors read off the discriminator without a labelled fake (gan/label_free.py); {name: run.json}."""
-    from classifiers.runner import train_run
-    from gan.label_free import label_free_specs
-
     results = {}
     x, y = data.train
     for spec in label_free_specs(gan_dir, gan_info, select(x, y == 0), cfg.gan_name):
@@ -376,10 +341,6 @@ def label_free_detectors(cfg, data, gan_dir, gan_info):
 
 def variant_trunk(role, gan_dir, gan_info, probe_features):
     """The trunk a variant starts from: the GAN's discriminator (the probe may read every block), or random."""
-    from classifiers.layers import load_model_safely
-    from data.runs import BrokenRun
-    from gan.models import build_trunk, probe_trunk_of, trunk_of
-
     if role == "scratch":  # the GAN's discriminator as it was built, before a step of training
         config = recorded_config(gan_info["config"])
         return build_trunk(int(gan_info["image_size"]), config["discriminator"], config["spectral_norm"])
@@ -396,8 +357,6 @@ def variant_trunk(role, gan_dir, gan_info, probe_features):
 
 
 def trunk_trainable(trainable):
-    from classifiers.models import inner_model
-
     return lambda model: setattr(inner_model(model), "trainable", trainable)
 
 
@@ -405,9 +364,6 @@ def variant_spec(cfg, name, role, gan_dir, gan_info, train_images):
     """One stage-2 run of the DCGAN discriminator: a warm-up of the head alone on a pretrained trunk (of everything
     on a random one), then the main phase: everything at a lower rate (the discriminator), or still the head
     alone (the probe)."""
-    from classifiers.models import compile_detector
-    from classifiers.runner import Phase, RunSpec
-
     size, pretrained, unfreeze = int(gan_info["image_size"]), role != "scratch", role != "linear-probe"
     rate = FINETUNE_LEARNING_RATE if unfreeze else HEAD_LEARNING_RATE
 
@@ -432,9 +388,6 @@ def resnet_variant_spec(cfg, name, role, gan_dir, gan_info, train_images):
     warm-up and cosine decay, label smoothing, flips, mixup) for --finetune-epochs: from the GAN's weights after
     a warm-up of the new head alone ("discriminator"), or from random weights with no warm-up ("scratch": the
     network and recipe of `classifiers.train --model resnet`)."""
-    from classifiers.registry import RESNET, augmentations, resnet_recipe
-    from classifiers.runner import Phase, RunSpec, training_steps
-
     size, pretrained = int(gan_info["image_size"]), role != "scratch"
     steps_per_epoch = training_steps(train_images, cfg.batch_size, 1)
 
@@ -460,15 +413,11 @@ def gan_note(gan_info):
 
 
 def main(argv=None):
-    from classifiers.runner import prepare
-
     cfg = resolve_config(parse_args(argv))
     cfg = dataclasses.replace(cfg, precision=setup(cfg.seed, cfg.precision))
     print("config: " + json.dumps(dataclasses.asdict(cfg), sort_keys=True))
     data = prepare(cfg)
     if cfg.labels is not None and cfg.stage in ("all", "finetune"):
-        from classifiers.runner import labelled_subset
-
         labelled_subset(data, cfg.labels, cfg.seed)  # a --labels the split cannot give stops before the GAN trains
     if cfg.stage in ("all", "gan"):
         train_gan(cfg, data)

@@ -8,6 +8,12 @@ PACKAGES = ("data", "classifiers", "gan", "compare")
 ALLOWED = {"data": {"data"}, "classifiers": {"data", "classifiers"}, "gan": {"data", "classifiers", "gan"},
            "compare": set(PACKAGES)}
 MAX_FUNCTION_LINES = 60
+# Imports live at the top of a file, so a reader sees what it depends on. The exceptions: data.runtime loads
+# TensorFlow lazily (and quietly) for the whole kit, so `python -m data` never pays for it; keras_tuner,
+# matplotlib and tensorboard are loaded where they are used (only the search, the plots and the report need them).
+LAZY_IMPORT_HOME = {"data.runtime": ("tensorflow", "keras", "absl")}
+LAZY_ANYWHERE = ("keras_tuner", "matplotlib", "tensorboard")
+MAX_IMPORTS_IN_FUNCTIONS = 20
 
 
 def kit_modules(root=ROOT):
@@ -92,3 +98,33 @@ def test_functions_are_short_or_say_why():
                 if length > MAX_FUNCTION_LINES and not said:
                     long.append(f"{module}.{node.name}: {length} lines")
     assert not long, long
+
+
+def imports_in_functions(tree):
+    """[(line, imported module)] of every import statement inside a function body."""
+    found = []
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    found += [(node.lineno, a.name) for a in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    found.append((node.lineno, "." * node.level + (node.module or "")))
+    return sorted(set(found))
+
+
+def test_imports_are_at_the_top_but_for_the_lazy_few():
+    hidden, wrong = 0, []
+    for module, tree in kit_modules().items():
+        for line, imported in imports_in_functions(tree):
+            hidden += 1
+            top = imported.split(".")[0]
+            if not (top in LAZY_ANYWHERE or top in LAZY_IMPORT_HOME.get(module, ())):
+                wrong.append(f"{module}:{line} imports {imported} inside a function")
+    assert not wrong, wrong
+    assert hidden <= MAX_IMPORTS_IN_FUNCTIONS, f"{hidden} imports inside functions"
+
+
+def test_the_import_rule_catches_a_hidden_import():
+    tree = ast.parse("import os\n\ndef f():\n    import json\n    from data.runs import read_run\n    return json\n")
+    assert imports_in_functions(tree) == [(4, "json"), (5, "data.runs")]
