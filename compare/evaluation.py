@@ -16,7 +16,7 @@ from classifiers.layers import load_model_safely
 from classifiers.metrics import youden_threshold
 from classifiers.predict import probabilities as predict
 from compare import metrics as M, perturb
-from compare.bench import latency
+from compare.timing import latency
 from data.cache import cached_split
 from data.layout import find_layout
 from data.pipeline import load_images, load_split

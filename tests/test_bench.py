@@ -33,7 +33,8 @@ def test_windows_alternate_between_the_two_pipelines():
     from data.runtime import import_tensorflow
 
     tf = import_tensorflow()
-    from compare.bench import MIN_WINDOW_STEPS, WARMUP_STEPS, interleaved_rates, spread
+    from compare.bench.pipeline import MIN_WINDOW_STEPS, WARMUP_STEPS, interleaved_rates
+    from compare.timing import spread
 
     calls = []
 
@@ -85,7 +86,7 @@ def test_recipe_curves_write_auc_per_minute_for_each_recipe(tiny_faces, tmp_path
 
 
 def test_bench_takes_the_common_options_like_every_entry_point(monkeypatch, tmp_path):
-    from compare import bench
+    from compare.bench import cli as bench
 
     monkeypatch.setenv("DEEPFAKE_KIT_RUNS", str(tmp_path / "elsewhere"))
     monkeypatch.setenv("DEEPFAKE_KIT_DATA", str(tmp_path / "faces"))
@@ -96,7 +97,7 @@ def test_bench_takes_the_common_options_like_every_entry_point(monkeypatch, tmp_
 
 def test_curve_recipes_come_from_the_registry(monkeypatch):
     from classifiers import registry
-    from compare import curves
+    from compare.bench import curves
 
     monkeypatch.setitem(registry.DETECTORS, "tiny", registry.Detector(registry.baseline, "a tiny CNN", epochs={"quick": 5}))
     assert curves.recipe("tiny") == {"image_size": 64, "epochs": 5, "precision": "kit", "what": "a tiny CNN (quick preset)"}

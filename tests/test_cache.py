@@ -217,7 +217,7 @@ def test_the_near_copy_comparison_is_kept_for_an_unchanged_folder(tiny_faces, tm
 
 
 def test_the_scale_benchmark_writes_distinct_faces_of_both_classes(tmp_path):
-    from compare.scale import write_set
+    from compare.bench.scale import write_set
 
     seconds = write_set(str(tmp_path / "set"), 120, log=lambda line: None)
     assert seconds > 0 and write_set(str(tmp_path / "set"), 120, log=lambda line: None) == 0.0  # kept

@@ -164,7 +164,7 @@ def test_a_given_split_is_what_training_and_the_report_use_and_a_per_generator_t
     external_sets = metrics["models"]["baseline"]["external"]
     assert {name: s["images"] for name, s in external_sets.items()} == {"biggan": 7, "stylegan": 7}
     # the learning curve's label subsets are drawn from the given train side and judged on the given test side
-    from compare import bench
+    from compare.bench import cli as bench
 
     assert bench.main(["--learning-curve", "--labels", "4", "--recipes", "baseline", "--seeds", "1", "--data-dir", data,
                        "--runs-dir", runs, "--experiment", "x", "--precision", "float32",

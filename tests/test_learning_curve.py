@@ -2,7 +2,7 @@
 import json
 import os
 
-from compare import bench
+from compare.bench import cli as bench
 from data.runtime import run_main
 
 DETECTOR = "--image-size 16 --epochs 1 --batch-size 8"

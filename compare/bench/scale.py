@@ -140,7 +140,7 @@ def stages(data_dir, runs_dir, sizes, steps):
            ("scan + split (cached)", py + ["data", data_dir] + where)]
     out += [(f"decode cache {s}px", py + ["data", data_dir, "--experiment", "scale", "--decode", str(s)] + where)
             for s in sizes]
-    out += [(f"training {model} {s}px", py + ["compare.scale", "--probe", model, str(s), str(steps)] + common)
+    out += [(f"training {model} {s}px", py + ["compare.bench.scale", "--probe", model, str(s), str(steps)] + common)
             for model, s in PROBES if s in sizes]
     small = min(sizes)
     out += [(f"baseline run, 50 labels, 1 epoch, {small}px", py + ["classifiers.train", "--model", "baseline", "--labels",
@@ -235,7 +235,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
 
     def child():
-        p = argparse.ArgumentParser(prog="python -m compare.scale")
+        p = argparse.ArgumentParser(prog="python -m compare.bench.scale")
         p.add_argument("--probe", nargs=3, required=True, metavar=("MODEL", "SIZE", "STEPS"))
         args, rest = p.parse_known_args(argv)
         probe(args.probe[0], int(args.probe[1]), int(args.probe[2]), rest)

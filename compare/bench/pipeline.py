@@ -1,4 +1,4 @@
-"""`python -m compare.bench`: the kit's training pipeline against the original study's, on this machine.
+"""`python -m compare.bench` without a mode flag: the kit's training pipeline against the original study's.
 
 For each image size, on the same images and the same 3-block CNN (the study's best, filters 32-64-128):
 - training throughput (images/s after warm-up, median of several windows) of the kit's pipeline
@@ -8,15 +8,8 @@ For each image size, on the same images and the same 3-block CNN (the study's be
 - inference latency at batch 1 and throughput at batch 64;
 - achieved FLOP/s in training against a matrix-multiply peak measured in the same run.
 It is a benchmark, not a test: it prints figures and asserts nothing.
-
-With --recipes it measures quality per CPU-minute instead (compare/curves.py): each named recipe trained on
-the experiment's split, test AUC against training minutes, and how much sooner each reaches the original
-recipe's final AUC; written to runs/<experiment>/bench/ (curves.json, curves.png, TensorBoard).
 """
-import argparse
 import os
-import shlex
-import sys
 import time
 
 import keras
@@ -24,15 +17,10 @@ from keras import layers
 import numpy as np
 
 from classifiers.models import build_cnn
-from compare import learning_curve as LC, machine as M
-from compare.curves import run_curves, table
-from compare.scale import run
+from compare.timing import latency, spread
 from data.pipeline import load_images, make_dataset
-from data.runs import experiment_dir, write_json_atomic
-from data.runtime import UserError, add_common_args, import_tensorflow, label_count, positive_int, run_main, setup
+from data.runtime import import_tensorflow
 from data.scan import scan_folder
-from data.split import experiment_split, load_manifest
-from data.synthetic import resolve_data_dir
 
 FILTERS = (32, 64, 128)
 BATCH = 32
@@ -71,13 +59,6 @@ def matmul_peak(dtype, n=2048, repeats=10):
     return 2 * n ** 3 / float(np.median(times))
 
 
-def spread(values):
-    """median, min, max and the relative spread (max - min) / median of a list of measurements."""
-    med = float(np.median(values))
-    return {"median": med, "min": float(min(values)), "max": float(max(values)),
-            "spread": (float(max(values)) - float(min(values))) / med if med else 0.0}
-
-
 def interleaved_rates(sides, window, windows, window_seconds=None):
     """Training images/s of each side, measured in alternating windows of `window` steps.
 
@@ -114,26 +95,6 @@ def pipeline_rate(ds, batches=30):
     for _ in range(batches):
         next(it)
     return batches * BATCH / (time.perf_counter() - t)
-
-
-def latency(model, size, repeats=50, batch=64):
-    """(ms per image at batch 1, images/s at `batch`), each as spread() (median, min, max), timed after
-    tracing both shapes."""
-    tf = import_tensorflow()
-    run = tf.function(lambda x: model(x, training=False))
-    one, many = tf.zeros((1, size, size, 3)), tf.zeros((batch, size, size, 3))
-    run(one), run(many)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        run(one).numpy()
-        times.append(1000 * (time.perf_counter() - t))
-    rates = []
-    for _ in range(5):
-        t = time.perf_counter()
-        run(many).numpy()
-        rates.append(batch / (time.perf_counter() - t))
-    return spread(times), spread(rates)
 
 
 def bench_size(data_dir, size, policy, window, windows=WINDOWS):
@@ -212,122 +173,3 @@ def format_table(results):
                          f"a longer --window (now {results['sizes'][s]['windows']['steps_per_window']}) evens out "
                          "the machine's drift")
     return "\n".join(lines)
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m compare.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p)  # --data-dir, --runs-dir, --experiment, --seed, --precision, as every entry point
-    p.add_argument("--image-size", type=positive_int, nargs="+",
-                   help="sizes measured (default: 128 256; with --scale: 64 128)")
-    p.add_argument("--window", type=positive_int,
-                   help=f"training steps per measured window (default: as many as the slower pipeline takes "
-                        f"{WINDOW_SECONDS:g} s for, timed in the warm-up)")
-    p.add_argument("--windows", type=positive_int, default=WINDOWS,
-                   help="windows per side, kit and original interleaved (at least 5 for a spread worth reading)")
-    p.add_argument("--json-out")
-    p.add_argument("--recipes", nargs="+", metavar="RECIPE",
-                   help="AUC per CPU-minute of these recipes instead (original, baseline, resnet), on the "
-                        "--experiment's split")
-    p.add_argument("--epochs", type=positive_int, help="with --recipes: override every recipe's epochs")
-    p.add_argument("--learning-curve", action="store_true",
-                   help="test AUC against labelled training images for --recipes (registered detectors and the "
-                        "GAN variants dcgan-discriminator, dcgan-linear-probe, dcgan-scratch, "
-                        "dcgan-resnet-discriminator, dcgan-resnet-scratch) at each --labels, over --seeds "
-                        "starting at --seed")
-    p.add_argument("--labels", type=label_count, nargs="+", default=["50", "100", "250", "500", "all"],
-                   help="with --learning-curve: labelled training images per point (a count, a fraction, all)")
-    p.add_argument("--seeds", type=positive_int, default=3, help="with --learning-curve: seeds per point")
-    p.add_argument("--detector-args", default="", help="with --learning-curve: more classifiers.train flags")
-    p.add_argument("--gan-args", default="", help="with --learning-curve: more gan.train flags")
-    p.add_argument("--scale", type=positive_int, nargs="+", metavar="N",
-                   help="time and peak memory of every stage (scan, split, decode cache, training, report) on "
-                        "synthetic sets of N images at 256 px, and on --data-dir if given (compare/scale.py)")
-    p.add_argument("--probe-steps", type=positive_int,
-                   help="with --scale: training steps measured per model and size (default 60)")
-    p.add_argument("--machine", action="store_true",
-                   help="what this machine will take, in about a minute: the quick GAN's steps/s and the "
-                        "detectors' training images/s, with the CPU's flags and the precision (compare/machine.py)")
-    p.add_argument("--machine-steps", type=positive_int, default=60,
-                   help="with --machine: GAN steps measured after a warm-up of a sixth as many")
-    args = p.parse_args(argv)
-    if args.image_size is None:
-        args.image_size = [64, 128] if args.scale else [128, 256]
-    return args
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    if args.learning_curve:
-        return learning_curve(args)
-    if args.scale:
-        return run(args)
-    if args.machine:
-        return machine(args)
-
-    policy = setup(args.seed, args.precision, deterministic=False)
-    data_dir = resolve_data_dir(args.data_dir, args.runs_dir)
-    if args.recipes:
-        return recipe_curves(args, data_dir, policy)
-    results = {"data_dir": data_dir, "cpu_count": os.cpu_count(), "sizes": {}}
-    for size in args.image_size:
-        print(f"benchmarking {size}px ...", file=sys.stderr)
-        results["sizes"][str(size)] = bench_size(data_dir, size, policy, args.window, args.windows)
-    print(format_table(results))
-    if args.json_out:
-        write_json_atomic(args.json_out, results)
-        print(f"written to {args.json_out}")
-    return 0
-
-
-def machine(args):
-    policy = setup(args.seed, args.precision, deterministic=False)
-    results = M.measure(policy, warmup=max(2, args.machine_steps // 6), steps=args.machine_steps,
-                        log=lambda m: print(m, file=sys.stderr, flush=True))
-    print(M.table(results))
-    if args.json_out:
-        write_json_atomic(args.json_out, results)
-        print(f"written to {args.json_out}")
-    return 0
-
-
-def learning_curve(args):
-    """Train what the curve lacks through the kit's own commands, judge every point, write and print it."""
-    LC.check_recipes(args.recipes or [])
-    if not args.recipes:
-        raise UserError("--learning-curve needs --recipes, e.g. baseline resnet dcgan-discriminator dcgan-scratch")
-    seeds = [args.seed + i for i in range(args.seeds)]
-    common = ["--runs-dir", args.runs_dir, "--experiment", args.experiment, "--precision", args.precision,
-              "--split", args.split]
-    common += (["--data-dir", args.data_dir] if args.data_dir else []) + (["--strict"] if args.strict else [])
-    LC.train_missing(args.recipes, args.labels, seeds, common, shlex.split(args.detector_args),
-                     shlex.split(args.gan_args))
-    exp = experiment_dir(args.runs_dir, args.experiment)
-    manifest = load_manifest(os.path.join(exp, "split.json"))
-    curve = LC.summarise(LC.judge(exp, manifest, args.recipes, args.labels, seeds))
-    train_images = sum(manifest["counts"]["train"].values())
-    curve.update(recipes=args.recipes, labels=args.labels, seeds=seeds, train_images=train_images)
-    out_dir = os.path.join(exp, "bench")
-    write_json_atomic(os.path.join(out_dir, LC.FILE), curve)
-    LC.plot(curve, train_images, os.path.join(out_dir, "learning_curve.png"))
-    LC.write_tensorboard(curve, train_images, os.path.join(out_dir, "tensorboard", "learning_curve"))
-    print("\n".join(LC.markdown(curve)[4:]))
-    print(f"written to {out_dir}/ ({LC.FILE}, learning_curve.png, tensorboard/); compare.report shows it")
-    return 0
-
-
-def recipe_curves(args, data_dir, policy):
-    manifest = experiment_split(data_dir, args.runs_dir, args.experiment, log=lambda m: print(m, file=sys.stderr),
-                                strict=args.strict, split=args.split)
-    out_dir = os.path.join(experiment_dir(args.runs_dir, args.experiment), "bench")
-    summary = run_curves(args.recipes, manifest, policy, out_dir, epochs=args.epochs,
-                         log=lambda m: print(m, file=sys.stderr, flush=True))
-    print(table(summary))
-    print(f"written to {out_dir}/ (curves.png, curves.json, tensorboard/)")
-    if args.json_out:
-        write_json_atomic(args.json_out, summary)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_main(main))

@@ -1,0 +1,159 @@
+"""Test AUC against the number of labelled training images, recipe by recipe:
+`python -m compare.bench --learning-curve --labels 50 100 250 all --recipes baseline resnet dcgan-discriminator
+dcgan-scratch --seeds 3`.
+
+Every point is an ordinary run folder trained by the kit's own commands, `RECIPE-labelsN.seedS`:
+`classifiers.train --labels N` for a registered detector, `gan.train --labels N` for the GAN's stage-2
+variants (the GAN itself trained once, on every training face it may use, and shared by every point;
+`dcgan-resnet-*` are those of `gan.train --discriminator resnet`, the resnet recipe's network as the
+discriminator).
+A finished run is kept, so the same command again trains nothing and an interrupted one trains only what
+is missing. Each run is judged on the experiment's test split; the curve goes to runs/<experiment>/bench/
+(learning_curve.json, learning_curve.png, TensorBoard); compare/learning_curve.py reads it for the report.
+"""
+import os
+import shlex
+
+from classifiers import train as classifiers_train
+from classifiers.layers import load_model_safely
+from classifiers.metrics import roc_auc
+from classifiers.predict import probabilities
+from classifiers.registry import DETECTORS
+from compare.learning_curve import FILE, markdown
+from compare.seeds import mean_sd, paired_interval
+from data.cache import FOLDER, cached_split
+from data.runs import experiment_dir, read_run, write_atomic, write_json_atomic
+from data.runtime import UserError, import_tensorflow
+from data.split import load_manifest
+from gan import train as gan_train
+
+# the stage-2 variants of each discriminator gan.train can train, and the flags that make them
+GAN_RECIPES = {"dcgan-discriminator": (), "dcgan-linear-probe": (), "dcgan-scratch": (),
+               "dcgan-resnet-discriminator": ("--discriminator", "resnet"),
+               "dcgan-resnet-scratch": ("--discriminator", "resnet")}
+# (pretrained, its control from random weights): the pairs whose difference the curve judges, seed by seed
+PAIRS = (("dcgan-discriminator", "dcgan-scratch"), ("dcgan-resnet-discriminator", "dcgan-resnet-scratch"))
+
+
+def check_recipes(recipes):
+    known = tuple(DETECTORS) + tuple(GAN_RECIPES)
+    unknown = [r for r in recipes if r not in known]
+    if unknown:
+        raise UserError(f"--recipes: unknown {', '.join(unknown)}; the curve knows {', '.join(known)}")
+
+
+def train_missing(recipes, labels, seeds, common, detector_args=(), gan_args=()):
+    """Every (recipe, label count, seed) through the training commands, which keep what is finished."""
+    for count in labels:
+        for seed in seeds:
+            for recipe in (r for r in recipes if r not in GAN_RECIPES):
+                classifiers_train.main(["--model", recipe, "--labels", count, "--seed", str(seed)] + common
+                                       + list(detector_args))
+        for flags in dict.fromkeys(GAN_RECIPES[r] for r in recipes if r in GAN_RECIPES):
+            gan_train.main(["--labels", count, "--seeds", str(len(seeds)), "--seed", str(seeds[0])] + common
+                           + list(flags) + list(gan_args))
+
+
+def judge(exp_dir, manifest, recipes, labels, seeds):
+    """{recipe: {labels: {seed: test AUC}}} of the curve's runs, each judged at its own input size."""
+    tests, out = {}, {}
+    for recipe in recipes:
+        for count in labels:
+            for seed in seeds:
+                folder = os.path.join(exp_dir, f"{recipe}-labels{count}.seed{seed}")
+                info = read_run(folder)
+                key = (int(info["image_size"]), info.get("resize_mode", "resize"))
+                if key not in tests:
+                    tests[key] = cached_split(manifest, "test", *key, os.path.join(exp_dir, FOLDER))[:2]
+                x, y = tests[key]
+                auc = roc_auc(y, probabilities(load_model_safely(os.path.join(folder, "model.keras")), x))
+                out.setdefault(recipe, {}).setdefault(count, {})[seed] = auc
+    return out
+
+
+def summarise(aucs, pairs=PAIRS):
+    """Per recipe and label count: mean and sd over seeds; per label count and pair, the paired difference of
+    a fine-tuned discriminator and its scratch control (Student's t over seeds) and its verdict in words."""
+    rows = []
+    for recipe, points in aucs.items():
+        for count, by_seed in points.items():
+            mean, sd = mean_sd(list(by_seed.values()))
+            rows.append({"recipe": recipe, "labels": count, "seeds": sorted(by_seed), "mean": mean, "sd": sd})
+    verdicts = [verdict for pretrained, control in pairs if pretrained in aucs and control in aucs
+                for count in aucs[pretrained] for verdict in paired(aucs, pretrained, control, count)]
+    return {"rows": rows, "verdicts": verdicts}
+
+
+def paired(aucs, pretrained, control, count):
+    """[the verdict of `pretrained` minus `control` with `count` labels], or [] with fewer than two shared seeds."""
+    a, b = aucs[pretrained][count], aucs[control].get(count, {})
+    shared = sorted(set(a) & set(b))
+    if len(shared) < 2:
+        return []
+    mean, sd, ci = paired_interval([a[s] - b[s] for s in shared])
+    holds = ci[0] > 0 or ci[1] < 0
+    interval = f"{mean:+.3f} AUC (95% interval {ci[0]:+.3f} to {ci[1]:+.3f}, {len(shared)} seeds)"
+    words = (f"with {count} labels, {pretrained} {'beats' if mean > 0 else 'loses to'} {control}: {interval}"
+             if holds else f"with {count} labels, {pretrained} vs {control}: no difference that holds across "
+                           f"seeds, {interval}")
+    return [{"labels": count, "pretrained": pretrained, "control": control, "mean": mean, "sd": sd,
+             "ci95": ci, "seeds": shared, "verdict": words}]
+
+
+def label_axis(count, train_images):
+    return train_images if count == "all" else (float(count) * train_images if "." in count else int(count))
+
+
+def plot(curve, train_images, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for recipe in dict.fromkeys(r["recipe"] for r in curve["rows"]):
+        pts = sorted((label_axis(r["labels"], train_images), r["mean"], r["sd"]) for r in curve["rows"]
+                     if r["recipe"] == recipe)
+        ax.errorbar(*zip(*pts), marker="o", capsize=3, label=recipe)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training images")
+    ax.set_ylabel("test AUC (mean +- sd over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def write_tensorboard(curve, train_images, logdir):
+    tf = import_tensorflow()
+    for recipe in dict.fromkeys(r["recipe"] for r in curve["rows"]):
+        with tf.summary.create_file_writer(os.path.join(logdir, recipe)).as_default():
+            for r in (r for r in curve["rows"] if r["recipe"] == recipe):
+                tf.summary.scalar("learning_curve/test_auc", r["mean"], step=int(label_axis(r["labels"], train_images)))
+
+
+def run(args):
+    """Train what the curve lacks through the kit's own commands, judge every point, write and print it."""
+    check_recipes(args.recipes or [])
+    if not args.recipes:
+        raise UserError("--learning-curve needs --recipes, e.g. baseline resnet dcgan-discriminator dcgan-scratch")
+    seeds = [args.seed + i for i in range(args.seeds)]
+    common = ["--runs-dir", args.runs_dir, "--experiment", args.experiment, "--precision", args.precision,
+              "--split", args.split]
+    common += (["--data-dir", args.data_dir] if args.data_dir else []) + (["--strict"] if args.strict else [])
+    train_missing(args.recipes, args.labels, seeds, common, shlex.split(args.detector_args),
+                     shlex.split(args.gan_args))
+    exp = experiment_dir(args.runs_dir, args.experiment)
+    manifest = load_manifest(os.path.join(exp, "split.json"))
+    curve = summarise(judge(exp, manifest, args.recipes, args.labels, seeds))
+    train_images = sum(manifest["counts"]["train"].values())
+    curve.update(recipes=args.recipes, labels=args.labels, seeds=seeds, train_images=train_images)
+    out_dir = os.path.join(exp, "bench")
+    write_json_atomic(os.path.join(out_dir, FILE), curve)
+    plot(curve, train_images, os.path.join(out_dir, "learning_curve.png"))
+    write_tensorboard(curve, train_images, os.path.join(out_dir, "tensorboard", "learning_curve"))
+    print("\n".join(markdown(curve)[4:]))
+    print(f"written to {out_dir}/ ({FILE}, learning_curve.png, tensorboard/); compare.report shows it")
+    return 0
