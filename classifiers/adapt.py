@@ -37,7 +37,7 @@ from classifiers.layers import load_model_safely
 from classifiers.metrics import roc_auc
 from classifiers.models import compile_detector
 from classifiers.predict import outputs, probabilities
-from classifiers.runner import RunSpec, SplitData, train_run
+from classifiers.runner import Run, SplitData, train_run
 from data.pipeline import load_images, load_split
 from data.runs import BrokenRun, check_name, experiment_dir, finished_run, read_run
 from data.runtime import (DEFAULT_SEED, PRECISIONS, CommandConfig, UserError, positive_int, run_main, setting,
@@ -224,24 +224,42 @@ def fit_head(data, shots, replay, l2_grid):
     return candidates[best["l2"]], best["l2"], table
 
 
-def adapted_spec(cfg, name, data, files, record):
-    """The RunSpec of one adapted run of cfg.method; what it fits is fit when the runner builds it, so its time
-    is the run's training time."""
+class AdaptedRun(Run):
+    """One adapted run of cfg.method. A head or a novelty score is fit when the runner builds it (so its time
+    is the run's training time); a fine-tuned copy trains like any detector. Its run.json adds the adaptation:
+    both test splits judged once, what was learnt and what was kept."""
+
+    def __init__(self, name, hyperparameters, fit_and_build, judge, epochs=0, compile_main=None, augment=(),
+                 extra=None):
+        super().__init__(name, hyperparameters, epochs, augment=augment, extra=extra)
+        self.fit_and_build, self.judge, self.compile_main = fit_and_build, judge, compile_main
+
+    def build(self):
+        return self.fit_and_build()
+
+    def compile(self, model):
+        return self.compile_main(model) if self.compile_main else model
+
+    def record(self, model, *context):
+        return dict(super().record(model, *context), **self.judge(model))
+
+
+def adapted_run(cfg, name, data, files, record):
+    """(the AdaptedRun of cfg.method, the images it learns from)."""
     size, mode, manifest = cfg.image_size, cfg.resize_mode, data["family_manifest"]
     chosen = {}
 
-    def evaluate(model):  # both test splits, once, for the record: what was learnt and what was kept
+    def judge(model):  # both test splits, once, for the record: what was learnt and what was kept
         after = judged(model, data["tests"])
         change = {k: after[k] - record["before"][k] for k in after}
         return {"adaptation": dict(record, **chosen, after=after, change=change)}
 
-    common = dict(hyperparameters=dict(cfg.record(), recipe=cfg.recipe()), evaluate=evaluate)
+    hp = dict(cfg.record(), recipe=cfg.recipe())
     if cfg.method == "finetune":
         x, y = learning_set(decode(manifest, files, size, mode), data["replay"][cfg.seed])
-        spec = RunSpec(name, build=lambda: build_either(data["source_model"], cfg.tune, name),
-                       compile=lambda model: compile_detector(model, cfg.learning_rate), epochs=cfg.epochs,
-                       augment=tuple(FINETUNE["augment"]), **common)
-        return spec, (x, y)
+        return AdaptedRun(name, hp, lambda: build_either(data["source_model"], cfg.tune, name), judge,
+                          epochs=cfg.epochs, compile_main=lambda model: compile_detector(model, cfg.learning_rate),
+                          augment=tuple(FINETUNE["augment"])), (x, y)
     if cfg.method == "novelty":
         reals, threshold = decode(data["source_manifest"] if cfg.reals == "development" else manifest, files, size,
                                   mode), {}
@@ -252,8 +270,7 @@ def adapted_spec(cfg, name, data, files, record):
             chosen.update(threshold_from="reals it was fit on", false_alarms_on_them=heads.NOVELTY_FALSE_ALARMS)
             return heads.novelty_model(data["extractors"], novelty, name)
 
-        return RunSpec(name, build=build_novelty, compile=lambda model: model, epochs=0, extra=threshold,
-                       **common), reals
+        return AdaptedRun(name, hp, build_novelty, judge, extra=threshold), reals
 
     def build():
         head, l2, table = fit_head(data, shots, data["replay"][cfg.seed], cfg.l2_grid)
@@ -261,7 +278,7 @@ def adapted_spec(cfg, name, data, files, record):
         return heads.head_model(data["extractors"], head, name)
 
     shots = decode(manifest, files, size, mode)
-    return RunSpec(name, build=build, compile=lambda model: model, epochs=0, **common), shots
+    return AdaptedRun(name, hp, build, judge), shots
 
 
 def adapt_one(cfg, source_dir, info, data):
@@ -273,8 +290,8 @@ def adapt_one(cfg, source_dir, info, data):
               "source_split_fingerprint": info["split_fingerprint"], "family": cfg.family,
               "family_data_dir": data["family_manifest"]["data_dir"], "shots": cfg.shots,
               "shot_files": [f["path"] for f in files], "before": data["before"]}
-    spec, learnt = adapted_spec(cfg, name, data, files, record)
-    return train_run(spec, cfg, SplitData(data["family_manifest"], learnt, data["val"]))[1]
+    run, learnt = adapted_run(cfg, name, data, files, record)
+    return train_run(run, cfg, SplitData(data["family_manifest"], learnt, data["val"]))[1]
 
 
 def adapted_name(source_dir, cfg):

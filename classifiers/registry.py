@@ -11,7 +11,7 @@ from typing import Callable, Mapping, Optional
 
 from classifiers.backbones import BACKBONES, build_backbone_detector, set_trainable
 from classifiers.models import build_resnet, cnn, compile_detector, compile_recipe, inner_model
-from classifiers.runner import Phase, RunSpec, training_steps
+from classifiers.runner import Phase, Run, training_steps
 from data.pipeline import AUGMENTATIONS
 
 # The original study's CNN, and the search's first trial
@@ -135,16 +135,28 @@ def run_name(cfg):
     return name if cfg.labels is None else f"{name}-labels{cfg.labels}.seed{cfg.seed}"
 
 
-def detector_spec(cfg, train_labels, name=None, detector=None, hp=None):
-    """The RunSpec of a registered detector (cfg.model's, or `detector`'s) for the runner, trained for cfg.epochs;
-    hp: hyperparameters other than its own (the search's winner)."""
+class DetectorRun(Run):
+    """A registered detector's run: built by its builder, trained by its recipe for cfg.epochs."""
+
+    def __init__(self, detector, cfg, hp, steps_per_epoch, name):
+        super().__init__(name, hp, cfg.epochs, warmup=tuple(detector.warmup(hp)) if detector.warmup else (),
+                         augment=augmentations(hp.get("augment")), mixup=hp.get("mixup", 0.0))
+        self.detector, self.cfg, self.steps_per_epoch = detector, cfg, steps_per_epoch
+
+    def build(self):
+        return self.detector.build(self.cfg, self.hyperparameters)
+
+    def compile(self, model):
+        return self.detector.recipe(model, self.hyperparameters, self.steps_per_epoch, self.cfg.epochs)
+
+
+def detector_run(cfg, train_labels, name=None, detector=None, hp=None, run_class=None):
+    """The Run of a registered detector (cfg.model's, or `detector`'s), trained for cfg.epochs; hp:
+    hyperparameters other than its own (the search's winner); run_class: a DetectorRun subclass."""
     detector = DETECTORS[detector or cfg.model]
     if hp is None:
         hp = detector.hyperparameters(cfg)
         if cfg.augment is not None:  # --augment replaces the detector's own perturbations
             hp = dict(hp, augment=[a for a in cfg.augment.split(",") if a != "none"])
     steps_per_epoch = training_steps(len(train_labels), cfg.batch_size, 1)
-    return RunSpec(name=name or run_name(cfg), build=lambda: detector.build(cfg, hp),
-                   compile=lambda model: detector.recipe(model, hp, steps_per_epoch, cfg.epochs), epochs=cfg.epochs,
-                   hyperparameters=hp, warmup=tuple(detector.warmup(hp)) if detector.warmup else (),
-                   augment=augmentations(hp.get("augment")), mixup=hp.get("mixup", 0.0))
+    return (run_class or DetectorRun)(detector, cfg, hp, steps_per_epoch, name or run_name(cfg))

@@ -1,14 +1,15 @@
-"""The one place that turns a run description (a RunSpec: how to build and train it) and the experiment's
-split into a finished run folder, runs/<experiment>/<name>/: the model's files, run.json, split.json, logs/.
+"""The one place that turns a run (a Run: how to build and train it) and the experiment's split into a
+finished run folder, runs/<experiment>/<name>/: the model's files, run.json, split.json, logs/.
 
-Every trainer of the kit comes here - the CLI's detectors, the search's winner and its baseline fallback,
-the GAN and its fine-tuned discriminators - so every run folder has the same shape and compare needs
-nothing else. In order: the model's lock (two commands never train into one folder); the model built
-inside the tf.distribute strategy's scope; the warm-up phases (e.g. a new head alone on a pretrained
-trunk), unless a checkpoint says they are done; the main phase with an epoch checkpoint, a progress file
-and TensorBoard; the model's files; the validation figures and threshold; run.json last, and the folder
-renamed into place. A trainer with other artefacts (the GAN: its own data and rounds of steps, three
-networks, a quality record) says so through the RunSpec's hooks, never through a copy of this life cycle.
+Every trainer of the kit comes here - the CLI's detectors, the search's winner, the GAN and its fine-tuned
+discriminators, the label-free and adapted detectors - so every run folder has the same shape and compare
+needs nothing else. `Run` is a detector's life cycle, its methods the defaults: built inside the
+tf.distribute strategy's scope, the warm-up phases (e.g. a new head alone on a pretrained trunk) unless a
+checkpoint says they are done, the main phase with an epoch checkpoint, a progress file and TensorBoard, the
+model's files, the validation figures and threshold. A trainer that differs overrides what differs (the GAN:
+its own data and rounds of steps, three networks, a quality record), as a Keras model overrides train_step.
+`train()` leaves a trained run in its hidden work folder; `publish()` writes run.json last and renames the
+folder into place; between the two a caller may decide not to publish (the search's winner that lost).
 """
 import contextlib
 import dataclasses
@@ -18,7 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Callable, Mapping, NamedTuple, Optional
+from typing import Callable, NamedTuple
 
 import keras
 import numpy as np
@@ -46,32 +47,76 @@ class Phase:
     trainable: Callable
 
 
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-    """What a run trains and how: everything the runner needs besides the configuration and the data."""
-    name: str  # the run folder's name
-    build: Callable  # build() -> an uncompiled keras.Model, [0, 255] RGB in, P(fake) out
-    compile: Callable  # compile(model) -> the model compiled for the main phase (and set trainable for it)
-    epochs: int  # of the main phase
-    hyperparameters: Mapping  # recorded in run.json
-    warmup: tuple = ()  # Phases before the main one
-    augment: tuple = ()  # training perturbations (data.pipeline.AUGMENTATIONS)
-    mixup: float = 0.0
-    callbacks: tuple = ()  # more Keras callbacks for the main phase
-    extra: Optional[Mapping] = None  # more run.json entries
-    evaluate: Optional[Callable] = None  # evaluate(trained model) -> more run.json entries, measured at the end
-    # -- hooks of a trainer that is not a detector fitted on labelled faces (the defaults are a detector's)
-    kind: str = "detector"  # run.json "kind": compare judges detectors
-    unit: str = "epoch"  # what one fit() epoch is called in the progress lines: the GAN's "round" of steps
-    contents: str = "weights and optimizer"  # what its checkpoint holds, as the resume line says
-    prepare: Optional[Callable] = None  # prepare(work folder): before anything is built
-    fit: Optional[Callable] = None  # fit(model, work, progress, checkpoint): the main phase, its own way
-    save: Optional[Callable] = None  # save(model, work): its files (default: model.keras)
-    record: Optional[Callable] = None  # record(model, progress state, resumed from) -> run.json after the header
-    announce: Optional[Callable] = None  # announce(run.json, folder): its last lines (default: validation AUC)
-    # accept(run.json) -> False: the run is not put in place (the search's winner that lost to its baseline),
-    # its work folder is left for the caller to write the run another way
-    accept: Optional[Callable] = None
+class Run:
+    """A run's life cycle with a detector's defaults. Subclasses override the methods that differ; the
+    constructor's arguments are what every detector has. epochs=0: fitted without gradient steps when built
+    (a one-class score, a head fit in numpy), no main phase."""
+    kind = "detector"  # run.json "kind": compare judges detectors
+    unit = "epoch"  # what one fit() epoch is called in the progress lines: the GAN's "round" of steps
+    contents = "weights and optimizer"  # what its checkpoint holds, as the resume line says
+
+    def __init__(self, name, hyperparameters, epochs=0, warmup=(), augment=(), mixup=0.0, extra=None):
+        self.name = name  # the run folder's name
+        self.hyperparameters = dict(hyperparameters)  # recorded in run.json
+        self.epochs = epochs  # of the main phase
+        self.warmup = tuple(warmup)  # Phases before the main one
+        self.augment = tuple(augment)  # training perturbations (data.pipeline.AUGMENTATIONS)
+        self.mixup = mixup
+        self.extra = {} if extra is None else extra  # more run.json entries (filled as late as build() may)
+
+    def build(self):
+        """An uncompiled keras.Model, [0, 255] RGB in, P(fake) out."""
+        raise NotImplementedError
+
+    def compile(self, model):
+        """The model compiled for the main phase (and set trainable for it); as built where there is none."""
+        return model
+
+    def callbacks(self):
+        """More Keras callbacks for the main phase."""
+        return []
+
+    def fit(self, model, cfg, data, strategy, work, progress, checkpoint, chief):
+        """The main phase: model.fit on the training side, validated every epoch, recorded in the progress
+        file and the checkpoint (a resumed run goes on from its last epoch)."""
+        fit_main_phase(model, self, cfg, data, strategy, work, [progress.callback(), checkpoint] + self.callbacks(),
+                       chief)
+
+    def save(self, model, work):
+        """The model's files in the work folder (model.keras)."""
+        save_model(model, work)
+
+    def record(self, model, cfg, data, progress, resumed_from, warmup_seconds, strategy):
+        """run.json: the header, how it trained, how it validates (and its threshold), and self.extra."""
+        return dict(detector_record(self, cfg, data, model, progress, resumed_from, warmup_seconds, strategy),
+                    **self.extra)
+
+    def announce(self, info, final):
+        """Its last lines."""
+        print(f"{info['model']}: validation AUC {info['validation']['auc']:.4f}, accuracy "
+              f"{info['validation']['accuracy']:.4f} (at 0.5), {info['train_seconds']:.0f}s training, run folder "
+              f"{final}")
+
+
+class FittedRun(Run):
+    """A detector fitted as it is built, without a gradient step (a one-class score, a head fit in numpy):
+    no main phase, and its fitting time is its training time. fit_and_build() -> the finished model."""
+
+    def __init__(self, name, hyperparameters, fit_and_build, extra=None):
+        super().__init__(name, hyperparameters, epochs=0, extra=extra)
+        self.fit_and_build = fit_and_build
+
+    def build(self):
+        return self.fit_and_build()
+
+
+class Trained(NamedTuple):
+    """A trained run in its work folder, not yet in place: what publish() needs."""
+    run: Run
+    work: str
+    final: str
+    info: dict  # its run.json to be
+    progress_path: str
 
 
 class SplitData(NamedTuple):
@@ -176,85 +221,76 @@ def evaluate_validation(model, x, y, batch_size):
             "accuracy_at_threshold": accuracy(y, p, threshold), "images": int(len(y))}
 
 
-def train_run(spec, cfg, data, strategy=None, chief=True):
-    """Train spec on data and write its run folder; (folder, run.json), or (None, None) on a worker that
-    does not write. cfg: a configuration with runs_dir, experiment, batch_size, seed, image_size,
-    resize_mode and record() (what run.json keeps as "config")."""
+def train_run(run, cfg, data, strategy=None, chief=True):
+    """Train the run on data and put its folder in place, under the run's lock: (folder, run.json), or
+    (None, None) on a worker that does not write. cfg: a configuration with runs_dir, experiment, batch_size,
+    seed, image_size, resize_mode and record() (what run.json keeps as "config")."""
     if not chief:
-        return _train_and_write(spec, cfg, data, strategy, chief=False)
-    with run_lock(cfg.runs_dir, cfg.experiment, spec.name):
-        return _train_and_write(spec, cfg, data, strategy, chief=True)
+        return train(run, cfg, data, strategy, chief=False) or (None, None)
+    with run_lock(cfg.runs_dir, cfg.experiment, run.name):
+        return publish(train(run, cfg, data, strategy))
 
 
-def _train_and_write(spec, cfg, data, strategy, chief):
-    final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), spec.name)
-    work = partial_dir(cfg.runs_dir, cfg.experiment, spec.name) if chief else tempfile.mkdtemp(prefix="worker-")
+def train(run, cfg, data, strategy=None, chief=True):
+    """Build, warm up and fit the run in its hidden work folder (resuming what an interrupted one left), save
+    its files and work out its run.json: a Trained, not yet in place; None on a worker that does not write.
+    The caller holds the run's lock (train_run does)."""
+    final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), run.name)
+    work = partial_dir(cfg.runs_dir, cfg.experiment, run.name) if chief else tempfile.mkdtemp(prefix="worker-")
     os.makedirs(work, exist_ok=True)
-    if spec.prepare:
-        spec.prepare(work)
-    checkpoint = EpochCheckpoint(os.path.join(work, "backup"), spec.name, spec.epochs, spec.contents, spec.unit)
+    checkpoint = EpochCheckpoint(os.path.join(work, "backup"), run.name, run.epochs, run.contents, run.unit)
     progress = ProgressFile(os.path.join(work, "progress.json"))
     started = time.time()
-    model = built_and_warmed_up(spec, cfg, data, strategy, work)
+    model = built_and_warmed_up(run, cfg, data, strategy, work)
     warmup_seconds = time.time() - started
-    if spec.epochs and spec.fit:
-        spec.fit(model, work, progress, checkpoint)
-    elif spec.epochs:  # a detector fitted without gradient steps (a one-class score) has no main phase
-        fit_main_phase(model, spec, cfg, data, strategy, work, [progress.callback(), checkpoint], chief)
-    (spec.save or save_model)(model, work)
+    if run.epochs:  # a detector fitted without gradient steps (a one-class score) has no main phase
+        run.fit(model, cfg, data, strategy, work, progress, checkpoint, chief)
+    run.save(model, work)
     if not chief:
         shutil.rmtree(work, ignore_errors=True)
-        print(f"{spec.name}: this worker is done; the chief writes the run folder")
-        return None, None
+        print(f"{run.name}: this worker is done; the chief writes the run folder")
+        return None
     if strategy is not None:  # judged outside the strategy: other workers may already have left
-
         model = keras.saving.load_model(os.path.join(work, "model.keras"), compile=False)
     write_json_atomic(os.path.join(work, "split.json"), data.manifest)
-    if spec.record:
-        info = record_header(spec.name, spec.kind, cfg, data.manifest, len(data.train[1]),
-                             progress.state["seconds"] + warmup_seconds)
-        info.update(spec.record(model, progress.state, checkpoint.resumed_from))
-    else:
-        info = run_record(spec, cfg, data, model, progress.state, checkpoint.resumed_from, warmup_seconds, strategy)
-    if spec.accept and not spec.accept(info):
-        return None, info
-    if os.path.exists(progress.path):  # none where there was no main phase
-        os.remove(progress.path)
-    finish_run(work, final, info)
-    (spec.announce or announce_detector)(info, final)
-    return final, info
+    info = run.record(model, cfg, data, progress.state, checkpoint.resumed_from, warmup_seconds, strategy)
+    return Trained(run, work, final, info, progress.path)
 
 
-def announce_detector(info, final):
-    print(f"{info['model']}: validation AUC {info['validation']['auc']:.4f}, accuracy "
-          f"{info['validation']['accuracy']:.4f} (at 0.5), {info['train_seconds']:.0f}s training, run folder {final}")
+def publish(trained):
+    """Write run.json last and rename the work folder into place; (folder, run.json)."""
+    if os.path.exists(trained.progress_path):  # none where there was no main phase
+        os.remove(trained.progress_path)
+    finish_run(trained.work, trained.final, trained.info)
+    trained.run.announce(trained.info, trained.final)
+    return trained.final, trained.info
 
 
-def built_and_warmed_up(spec, cfg, data, strategy, work):
+def built_and_warmed_up(run, cfg, data, strategy, work):
     """The model, built in the strategy's scope, through its warm-up phases and compiled for the main one."""
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = spec.build()
-        if spec.warmup and read_state(os.path.join(work, "backup"))[0]:
-            print(f"{spec.name}: warm-up already done before the interruption; its checkpoint holds the result")
-        elif spec.warmup:
-            warm_up(model, spec, cfg, data)
-        return spec.compile(model)
+        model = run.build()
+        if run.warmup and read_state(os.path.join(work, "backup"))[0]:
+            print(f"{run.name}: warm-up already done before the interruption; its checkpoint holds the result")
+        elif run.warmup:
+            warm_up(model, run, cfg, data)
+        return run.compile(model)
 
 
-def warm_up(model, spec, cfg, data):
-    train_ds = make_dataset(*data.train, cfg.batch_size, training=True, seed=cfg.seed, augment=spec.augment)
+def warm_up(model, run, cfg, data):
+    train_ds = make_dataset(*data.train, cfg.batch_size, training=True, seed=cfg.seed, augment=run.augment)
     val_ds = make_dataset(*data.val, cfg.batch_size)
-    for phase in spec.warmup:
-        print(f"{spec.name}: warm-up, {phase.epochs} epoch(s) training {phase.label} at lr {phase.learning_rate:g}")
+    for phase in run.warmup:
+        print(f"{run.name}: warm-up, {phase.epochs} epoch(s) training {phase.label} at lr {phase.learning_rate:g}")
         phase.trainable(model)
         compile_detector(model, phase.learning_rate).fit(train_ds, validation_data=val_ds, epochs=phase.epochs,
                                                          verbose=verbosity(), shuffle=False)
 
 
-def fit_main_phase(model, spec, cfg, data, strategy, work, callbacks, chief):
+def fit_main_phase(model, run, cfg, data, strategy, work, callbacks, chief):
     global_batch = cfg.batch_size * (strategy.num_replicas_in_sync if strategy else 1)
-    train_ds = make_dataset(*data.train, global_batch, training=True, seed=cfg.seed, augment=spec.augment,
-                            mixup=spec.mixup)
+    train_ds = make_dataset(*data.train, global_batch, training=True, seed=cfg.seed, augment=run.augment,
+                            mixup=run.mixup)
     val_ds = make_dataset(*data.val, global_batch)
     if strategy is not None:
         tf = import_tensorflow()
@@ -263,8 +299,8 @@ def fit_main_phase(model, spec, cfg, data, strategy, work, callbacks, chief):
         train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
     if chief:
         callbacks = callbacks + [keras.callbacks.TensorBoard(os.path.join(work, "logs"), write_graph=True)]
-    model.fit(train_ds, validation_data=val_ds, epochs=spec.epochs, callbacks=callbacks + list(spec.callbacks),
-              verbose=verbosity(), shuffle=False)  # tf.data already reshuffles every epoch
+    model.fit(train_ds, validation_data=val_ds, epochs=run.epochs, callbacks=callbacks, verbose=verbosity(),
+              shuffle=False)  # tf.data already reshuffles every epoch
 
 
 def save_model(model, work):
@@ -286,14 +322,14 @@ def epochs_in_order(progress):
     return [(int(e), m) for e, m in sorted(progress["epochs"].items(), key=lambda kv: int(kv[0]))]
 
 
-def run_record(spec, cfg, data, model, progress, resumed_from, warmup_seconds, strategy):
+def detector_record(run, cfg, data, model, progress, resumed_from, warmup_seconds, strategy):
     """run.json of a detector: the header, how it trained, how it validates (and its threshold)."""
     validation = evaluate_validation(model, *data.val, cfg.batch_size)
-    info = record_header(spec.name, "detector", cfg, data.manifest, len(data.train[1]),
+    info = record_header(run.name, run.kind, cfg, data.manifest, len(data.train[1]),
                          progress["seconds"] + warmup_seconds)  # the warm-up phases count
     info.update({
-        "hyperparameters": dict(spec.hyperparameters),
-        "augment": list(spec.augment),
+        "hyperparameters": dict(run.hyperparameters),
+        "augment": list(run.augment),
         "resize_mode": cfg.resize_mode,
         "replicas": strategy.num_replicas_in_sync if strategy else 1,
         "epochs_completed": len(progress["epochs"]),
@@ -303,6 +339,4 @@ def run_record(spec, cfg, data, model, progress, resumed_from, warmup_seconds, s
         "validation": validation,
         "history": [dict(epoch=e, **m) for e, m in epochs_in_order(progress)],
     })
-    info.update(spec.extra or {})
-    info.update(spec.evaluate(model) if spec.evaluate else {})
     return info

@@ -9,6 +9,7 @@ Design choices against keras-tuner's known pitfalls:
 The tuner's state lives in runs/<experiment>/.hpsearch-tuner/: the same command resumes the search and
 a larger --max-trials extends it.
 """
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -17,11 +18,10 @@ import time
 import keras
 
 from classifiers.config import PRESETS
-from classifiers.layers import load_model_safely
-from classifiers.registry import BASELINE, DETECTORS, augmentations, detector_spec
-from classifiers.runner import RunSpec, train_run, training_steps, verbosity
+from classifiers.registry import BASELINE, DETECTORS, DetectorRun, augmentations, detector_run
+from classifiers.runner import publish, record_header, train, train_run, training_steps, verbosity
 from data.pipeline import make_dataset
-from data.runs import BrokenRun, experiment_dir, partial_dir, read_run, run_lock
+from data.runs import BrokenRun, experiment_dir, finish_run, partial_dir, read_run, run_lock, write_json_atomic
 from data.runtime import UserError
 
 TUNER_FOLDER = ".hpsearch-tuner"
@@ -165,6 +165,16 @@ def keep_earlier_trial_logs(cfg, search_logs):
             shutil.copytree(os.path.join(earlier, trial), os.path.join(search_logs, trial))
 
 
+class SearchWinner(DetectorRun):
+    """The search's best configuration retrained: the whole budget, then the best epoch's weights (a trial is
+    scored at its best epoch too, and an early stop cut a cosine-scheduled 4-block winner at 0.80 validation
+    AUC where its trial had reached 0.88)."""
+
+    def callbacks(self):
+        return [keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=self.epochs,
+                                              restore_best_weights=True)]
+
+
 def search_and_retrain(cfg, data, strategy, chief):
     distributed = "KERASTUNER_ORACLE_IP" in os.environ
     if distributed:  # the chief and its workers share the tuner folder by design
@@ -207,18 +217,17 @@ def _search_and_retrain(cfg, data, strategy, chief):
     print(f"search: best of {len(table)} trial(s): {hp}; retraining it on the training split")
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(cfg.precision)  # clear_session() resets it to float32
-    # the whole budget, then the best epoch's weights: a trial is scored at its best epoch too, and an early
-    # stop cut a cosine-scheduled 4-block winner at 0.80 validation AUC where its trial had reached 0.88
-    best_epoch = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=cfg.epochs,
-                                               restore_best_weights=True)
-    spec = detector_spec(cfg, data.train[1], detector=SEARCHED, hp=hp)  # named hpsearch, after cfg.model
+    run = detector_run(cfg, data.train[1], detector=SEARCHED, hp=hp, run_class=SearchWinner)  # named hpsearch
+    run.extra["search"] = search
     # a winner that does not beat the baseline is never put in place, not even for a moment: a kill before the
     # baseline replaced it would leave a search that returned less than its baseline
-    beats_baseline = (lambda record: record["validation"]["auc"] > reference["validation"]["auc"])
-    final, info = train_run(dataclasses.replace(spec, callbacks=(best_epoch,), extra={"search": search},
-                                                accept=beats_baseline), cfg, data, strategy, chief)
-    if info is None or final is not None:
-        return final, info
+    with run_lock(cfg.runs_dir, cfg.experiment, run.name) if chief else contextlib.nullcontext():
+        trained = train(run, cfg, data, strategy, chief)
+        if trained is None:  # a worker: the chief writes the run
+            return None, None
+        if trained.info["validation"]["auc"] > reference["validation"]["auc"]:
+            return publish(trained)
+    info = trained.info
     note = (f"the retrained winner reached validation AUC {info['validation']['auc']:.4f}, not above the baseline's "
             f"{reference['validation']['auc']:.4f}: the baseline is kept")
     print(f"search: {note}")
@@ -249,27 +258,32 @@ def baseline_reference(cfg, data, strategy, chief):
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(cfg.precision)  # clear_session() resets it to float32
     budget = dataclasses.replace(cfg, model="baseline", epochs=PRESETS[cfg.preset]["epochs"])
-    return train_run(detector_spec(budget, data.train[1], name=name), budget, data, strategy, chief)
+    return train_run(detector_run(budget, data.train[1], name=name), budget, data, strategy, chief)
 
 
 def keep_baseline(cfg, data, reference_folder, reference, search, note):
-    """hpsearch/ as the baseline's very model (so never below it), with the search's record and trial logs:
-    a run without training, written by the runner like every other."""
-    def carry_trial_logs(work):
-        """The trials' logs stay (the lost winner's work folder holds them, an extended search's run too);
-        the lost winner's own training curves go: this run is the baseline's model."""
+    """hpsearch/ as a copy of the baseline's finished run (its very model, so never below it), with the
+    search's record and the trials' logs, put in place like any run."""
+    work = partial_dir(cfg.runs_dir, cfg.experiment, "hpsearch")
+    final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), "hpsearch")
+    with run_lock(cfg.runs_dir, cfg.experiment, "hpsearch"):
+        os.makedirs(work, exist_ok=True)
+        # the trials' logs stay (the lost winner's work folder holds them, an extended search's run too);
+        # the lost winner's own training curves, checkpoint and progress go: this run is the baseline's model
         logs = os.path.join(work, "logs")
         for name in os.listdir(logs) if os.path.isdir(logs) else ():
             if name != "search":
                 shutil.rmtree(os.path.join(logs, name), ignore_errors=True)
         os.makedirs(os.path.join(logs, "search"), exist_ok=True)
         keep_earlier_trial_logs(cfg, os.path.join(logs, "search"))
-
-    baseline_record = {k: v for k, v in reference.items() if k not in ("model", "created", "config")}
-    spec = RunSpec(name="hpsearch", build=lambda: load_model_safely(os.path.join(reference_folder, "model.keras")),
-                   compile=lambda model: model, epochs=0, hyperparameters=reference.get("hyperparameters", {}),
-                   prepare=carry_trial_logs,
-                   record=lambda *_: dict(baseline_record, search=dict(search, kept="baseline", note=note)),
-                   announce=lambda info, final: print(f"hpsearch: {note}; validation AUC "
-                                                      f"{info['validation']['auc']:.4f}, run folder {final}"))
-    return train_run(spec, cfg, data)
+        shutil.rmtree(os.path.join(work, "backup"), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(work, "progress.json"))
+        shutil.copyfile(os.path.join(reference_folder, "model.keras"), os.path.join(work, "model.keras"))
+        write_json_atomic(os.path.join(work, "split.json"), data.manifest)
+        info = record_header("hpsearch", "detector", cfg, data.manifest, len(data.train[1]), 0.0)
+        info.update({k: v for k, v in reference.items() if k not in ("model", "created", "config")})
+        info["search"] = dict(search, kept="baseline", note=note)
+        finish_run(work, final, info)
+    print(f"hpsearch: {note}; validation AUC {info['validation']['auc']:.4f}, run folder {final}")
+    return final, info

@@ -15,12 +15,13 @@ import os
 import sys
 
 from classifiers.config import DetectorConfig, PRESETS, STRATEGIES, TUNERS
-from classifiers.registry import DETECTORS, detector_spec, run_name
+from classifiers.registry import DETECTORS, detector_run, run_name
 from classifiers.runner import labelled_subset, make_strategy, prepare, train_run
 from classifiers.search import search_and_retrain
 from data.pipeline import AUGMENTATIONS, RESIZE_MODES
 from data.runs import experiment_dir, finished_run
-from data.runtime import UserError, add_common_args, label_count, positive_int, run_main, setup
+from data.runtime import (UserError, add_common_args, configuration, label_count, positive_int, run_main,
+                          setup)
 
 SEARCH = "hpsearch"
 
@@ -115,8 +116,14 @@ def keep_finished_run(cfg, manifest):
     return finished_run(folder, cfg, manifest, role="search" if cfg.model == SEARCH else "detector") is not None
 
 
-def main(argv=None):
-    cfg = resolve_config(parse_args(argv))
+def config(argv=(), **settings):
+    """The DetectorConfig of `python -m classifiers.train ARGV`, settings given by name in place of their
+    flags: config(model="resnet", labels="50", seed=1338)."""
+    return configuration(parse_args, resolve_config, argv, settings)
+
+
+def run(cfg):
+    """Train the detector (or the search) cfg describes; the typed entry point."""
     strategy, chief = make_strategy(cfg.strategy)
     cfg = dataclasses.replace(cfg, precision=setup(cfg.seed, cfg.precision))
     print("config: " + json.dumps(dataclasses.asdict(cfg), sort_keys=True))
@@ -128,8 +135,12 @@ def main(argv=None):
     if cfg.model == SEARCH:
         search_and_retrain(cfg, data, strategy, chief)
     else:
-        train_run(detector_spec(cfg, data.train[1]), cfg, data, strategy, chief)
+        train_run(detector_run(cfg, data.train[1]), cfg, data, strategy, chief)
     return 0
+
+
+def main(argv=None):
+    return run(resolve_config(parse_args(argv)))
 
 
 if __name__ == "__main__":

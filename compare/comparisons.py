@@ -2,20 +2,18 @@
 
 A recipe is a run name without its seed: `NAME.seedS` runs (as `--seeds N` and the learning curve name them)
 are folded into NAME, shown as mean +- sd over seeds; any other run is a recipe of one run. The planned
-comparisons are each fine-tuned GAN discriminator against its controls (the same network from random
-weights, and its frozen trunk under a linear probe) and every recipe against the best one. Two recipes that
-share two seeds or more are paired over those seeds (Student's t on the per-seed differences: the spread
-of training is in it); otherwise one run each is paired on the same test images (bootstrap: only the spread
-of the test images is in it). Every other pair stays in metrics.json.
+comparisons are each fine-tuned GAN discriminator against its controls (gan/variants.py: the same network
+from random weights, and its frozen trunk under a linear probe) and every recipe against the best one. Two
+recipes that share two seeds or more are paired over those seeds (Student's t on the per-seed differences:
+the spread of training is in it); otherwise one run each is paired on the same test images (bootstrap: only
+the spread of the test images is in it). Every other pair stays in metrics.json.
 """
 import numpy as np
 
 from compare import seeds as S
 from compare.evaluation import ENSEMBLE, paired_on_test_images
+from gan.variants import VARIANTS
 
-# a fine-tuned discriminator and the runs that tell what its pretraining is worth
-CONTROLS = {"dcgan-discriminator": ("dcgan-scratch", "dcgan-linear-probe"),
-            "dcgan-resnet-discriminator": ("dcgan-resnet-scratch",)}
 COLUMNS = {"AP": "average_precision", "EER": "eer", "TPR@5%FPR": "tpr_at_fpr_5pct", "acc@t": "accuracy_at_threshold"}
 
 
@@ -64,7 +62,7 @@ def one_run(runs, shared):
 def control_pairs(grouped):
     """(discriminator recipe, control recipe) for every control present, label-count suffixes matched."""
     pairs = []
-    for pretrained, controls in CONTROLS.items():
+    for pretrained, controls in ((v.name, v.controls) for v in VARIANTS.values() if v.controls):
         for recipe in grouped:
             suffix = recipe[len(pretrained):]
             if recipe.startswith(pretrained) and (suffix == "" or suffix.startswith("-labels")):

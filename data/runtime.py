@@ -223,6 +223,18 @@ def label_count(text):
                                      "or all")
 
 
+def configuration(parse_args, resolve_config, argv=(), settings=None):
+    """A training command's configuration from its own flags (argv) and settings given by name in place of
+    flags: how one command calls another (the learning curve calls both trainers). A name the command has
+    no flag for is a TypeError at once, not a flag that fails when the run starts."""
+    args = parse_args(list(argv))
+    for name, value in (settings or {}).items():
+        if not hasattr(args, name):
+            raise TypeError(f"{parse_args.__module__} has no setting {name!r}")
+        setattr(args, name, value)
+    return resolve_config(args)
+
+
 def run_main(main):
     """Run an entry point: user errors become one line and exit status 2, Ctrl-C exits 130."""
     for stream in (sys.stdout, sys.stderr):  # a file name that is not valid UTF-8 must not crash a print

@@ -21,7 +21,7 @@ from keras import layers
 from classifiers.heads import SHRINKAGE, fit_gaussian, to_gan_range
 from classifiers.layers import MahalanobisScore, load_model_safely
 from classifiers.predict import outputs
-from classifiers.runner import RunSpec
+from classifiers.runner import FittedRun
 from gan.models import probe_trunk_of
 
 LABEL_FREE_ROLES = ("-zero-shot", "-one-class")  # run names: the GAN's name and the role
@@ -53,8 +53,8 @@ def one_class_detector(discriminator, image_size, real_images, batch_size=64):
     return model
 
 
-def label_free_specs(gan_dir, gan_info, real_images, gan_name="dcgan"):
-    """RunSpecs of both detectors: no gradient step (epochs 0), a validation threshold like any run."""
+def label_free_runs(gan_dir, gan_info, real_images, gan_name="dcgan"):
+    """The Runs of both detectors: fitted as built, no gradient step, a validation threshold like any run."""
     size = int(gan_info["image_size"])
     gan_note = {"gan": {"steps": gan_info.get("steps_completed"), "created": gan_info["created"]},
                 "labelled_fakes_seen": 0}
@@ -62,12 +62,10 @@ def label_free_specs(gan_dir, gan_info, real_images, gan_name="dcgan"):
     def discriminator():
         return load_model_safely(os.path.join(gan_dir, "discriminator.keras"))
 
-    common = dict(compile=lambda model: model, epochs=0, extra=gan_note)
     zero_shot, one_class = (gan_name + role for role in LABEL_FREE_ROLES)
-    return [RunSpec(zero_shot, build=lambda: zero_shot_detector(discriminator(), size),
-                    hyperparameters={"score": "sigmoid(-discriminator logit)", "gan_run": gan_name}, **common),
-            RunSpec(one_class, build=lambda: one_class_detector(discriminator(), size, real_images),
-                    hyperparameters={"score": "Mahalanobis distance to the real training faces",
-                                     "features": ONE_CLASS_FEATURES, "shrinkage": SHRINKAGE,
-                                     "fit_on": f"{len(real_images)} real training faces", "gan_run": gan_name},
-                    **common)]
+    return [FittedRun(zero_shot, {"score": "sigmoid(-discriminator logit)", "gan_run": gan_name},
+                      lambda: zero_shot_detector(discriminator(), size), extra=gan_note),
+            FittedRun(one_class, {"score": "Mahalanobis distance to the real training faces",
+                                  "features": ONE_CLASS_FEATURES, "shrinkage": SHRINKAGE,
+                                  "fit_on": f"{len(real_images)} real training faces", "gan_run": gan_name},
+                      lambda: one_class_detector(discriminator(), size, real_images), extra=gan_note)]

@@ -8,6 +8,7 @@ Stage 1 (gan)       the DCGAN on the training split only (its Real images by def
                     run.json KID against held-out real faces beside its floor and its step-0 ceiling.
 Stage 2 (finetune)  the discriminator's trunk with a fresh sigmoid head on the real / fake labels: the head
                     alone first, then everything at a lower learning rate -> `dcgan-discriminator`.
+                    (Each variant and the controls it is compared with: one entry of gan/variants.py.)
                     Two controls with the same budget: `dcgan-linear-probe` (trunk frozen throughout) and
                     `dcgan-scratch` (the same architecture from random weights), so the comparison can say
                     whether GAN pretraining helped. With --seeds N (the quick preset: 3) each is trained N
@@ -39,25 +40,23 @@ from classifiers.heads import to_gan_range
 from classifiers.layers import load_model_safely
 from classifiers.models import compile_detector, inner_model
 from classifiers.registry import RESNET, augmentations, resnet_recipe
-from classifiers.runner import Phase, RunSpec, epochs_in_order, labelled_subset, prepare, train_run, training_steps
+from classifiers.runner import (Phase, Run, epochs_in_order, labelled_subset, prepare, record_header, train_run,
+                                training_steps)
 from data.pipeline import image_elements, select
 from data.runs import BrokenRun, experiment_dir, finished_run, read_run, write_atomic, write_json_atomic
-from data.runtime import UserError, add_common_args, label_count, positive_int, run_main, setup
+from data.runtime import (UserError, add_common_args, configuration, label_count, positive_int, run_main,
+                          setup)
 from gan.config import PRESETS, R1_GAMMA, probe_features, recorded_config, resolve_config
 from gan.dcgan import DCGAN, SampleGrid
-from gan.label_free import LABEL_FREE_ROLES, ONE_CLASS, ZERO_SHOT, label_free_specs
+from gan.label_free import ONE_CLASS, ZERO_SHOT, label_free_runs
 from gan.models import DISCRIMINATORS, build_discriminator, build_generator, build_trunk, probe_trunk_of, trunk_of
 from gan.quality import QualityJudge, describe, sample
+from gan.variants import HEAD_LEARNING_RATE, variants_of
 
 LABEL_FREE = (ZERO_SHOT, ONE_CLASS)  # the default GAN's; with --discriminator resnet: dcgan-resnet-zero-shot ...
 
-HEAD_LEARNING_RATE = 1e-3
-FINETUNE_LEARNING_RATE = 1e-4
 HEAD_DROPOUT = 0.2
 SAMPLE_GRID = 32  # fixed latent vectors drawn every round
-# stage 2's detectors per discriminator, each named GAN-ROLE: dcgan-discriminator, dcgan-resnet-scratch ...
-ROLES = {"dcgan": ("discriminator", "linear-probe", "scratch"), "resnet": ("discriminator", "scratch")}
-VARIANTS = tuple(f"dcgan-{role}" for role in ROLES["dcgan"])
 SEED_SUFFIX = ".seed"  # dcgan-scratch.seed1338: compare.report groups the runs of one variant
 
 
@@ -115,19 +114,18 @@ def gan_dataset(images, batch_size, seed):
     return ds.map(lambda b: tf.cast(b, tf.float32) / 127.5 - 1.0).prefetch(tf.data.AUTOTUNE)
 
 
-def kept_run(cfg, manifest, name, gan_created=None):
+def kept_run(cfg, manifest, name, role, gan_created=None):
     """run.json of a finished `name` this configuration made on this split, said aloud; None to train it;
-    UserError where a finished run of another configuration would be replaced without --retrain."""
+    UserError where a finished run of another configuration would be replaced without --retrain.
+    role: which settings make it (gan.config.STAGES, or "label-free": the GAN alone)."""
     final = os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), name)
-    role = ("gan" if name == cfg.gan_name else "label-free" if name.endswith(LABEL_FREE_ROLES) else
-            "probe" if name.startswith("dcgan-linear-probe") else "finetune")
     return finished_run(final, cfg, manifest, role, made_from=gan_created and ("gan", gan_created))
 
 
 def train_gan(cfg, data):
     """Stage 1. Writes runs/<experiment>/<cfg.gan_name>/ unless this configuration's GAN is there; its folder."""
-    if kept_run(cfg, data.manifest, cfg.gan_name) is None:
-        return train_run(GanTraining(cfg, data).spec(), cfg, data)[0]
+    if kept_run(cfg, data.manifest, cfg.gan_name, "gan") is None:
+        return train_run(GanTraining(cfg, data), cfg, data)[0]
     return os.path.join(experiment_dir(cfg.runs_dir, cfg.experiment), cfg.gan_name)
 
 
@@ -205,26 +203,27 @@ class StepBudget:
         return _Budget()
 
 
-class GanTraining:
-    """Stage 1 as the runner's hooks (classifiers.runner.RunSpec): the GAN learns from its own images in rounds
-    of steps under a step and a minute budget, leaves three networks, and records its steps and quality."""
+class GanTraining(Run):
+    """Stage 1 as a run (classifiers.runner.Run): the GAN learns from its own images in rounds of steps under a
+    step and a minute budget, leaves three networks, and records its steps and quality."""
+    kind = "gan"
+    unit = "round"
+    contents = "both networks, the averaged generator and both optimizers"
 
     def __init__(self, cfg, data):
+        # gan_steps is whole rounds (resolve_config): one fit() epoch per round
+        super().__init__(cfg.gan_name, {}, epochs=cfg.gan_steps // cfg.sample_every)
         (x, y), val = data.train, data.val
         self.cfg, self.reals, self.val_reals = cfg, select(x, y == 0), select(val[0], val[1] == 0)
         self.images = x if cfg.gan_data == "all" else self.reals
-        self.rounds = cfg.gan_steps // cfg.sample_every  # gan_steps is whole rounds (resolve_config)
+        self.rounds = self.epochs
         self.judge = self.ceiling = self.budget = None
 
-    def spec(self):
-        cfg = self.cfg
-        return RunSpec(name=cfg.gan_name, kind="gan", build=lambda: make_gan(cfg), compile=lambda gan: gan,
-                       epochs=self.rounds, hyperparameters={}, unit="round",
-                       contents="both networks, the averaged generator and both optimizers",
-                       fit=self.fit, save=self.save, record=self.record, announce=self.announce)
+    def build(self):
+        return make_gan(self.cfg)
 
-    def fit(self, gan, work, progress, checkpoint):
-        cfg, rounds = self.cfg, self.rounds
+    def fit(self, gan, cfg, data, strategy, work, progress, checkpoint, chief):
+        rounds = self.rounds
         print(f"{cfg.gan_name}: {cfg.gan_steps:,} steps ({rounds} rounds of {cfg.sample_every}"
               + (f", at most {cfg.gan_minutes:g} min" if cfg.gan_minutes else "") + f") on {len(self.images):,} "
               f"{'real ' if cfg.gan_data == 'real' else ''}training images at {cfg.image_size}px, "
@@ -241,17 +240,17 @@ class GanTraining:
         gan.fit(gan_dataset(self.images, cfg.gan_batch_size, cfg.seed).repeat(), steps_per_epoch=cfg.sample_every,
                 epochs=rounds, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0, shuffle=False)
 
-    @staticmethod
-    def save(gan, work):
+    def save(self, gan, work):
         """Both networks, the averaged generator as generator.keras."""
         ensure_room_for(work, gan, "the generators and discriminator")
         for name, net in (("generator", gan.ema_generator), ("generator_raw", gan.generator),
                           ("discriminator", gan.discriminator)):
             write_atomic(os.path.join(work, f"{name}.keras"), net.save)
 
-    def record(self, gan, progress, resumed_from):
-        cfg = self.cfg
-        return {
+    def record(self, gan, cfg, data, progress, resumed_from, warmup_seconds, strategy):
+        info = record_header(self.name, self.kind, cfg, data.manifest, len(data.train[1]),
+                             progress["seconds"] + warmup_seconds)
+        return dict(info, **{
             "train_images": len(self.images), "train_seconds": round(progress["seconds"], 2),
             "steps_completed": int(gan.g_optimizer.iterations.numpy()), "steps_planned": cfg.gan_steps,
             "stopped_by": self.budget.stopped_by,
@@ -261,10 +260,9 @@ class GanTraining:
                        "discriminator": int(gan.discriminator.count_params())},
             "quality": self.judge.summary(sample(gan.ema_generator, cfg.latent_dim, seed=cfg.seed + 1), self.ceiling),
             "history": [dict(round=e, steps=e * cfg.sample_every, **m) for e, m in epochs_in_order(progress)],
-        }
+        })
 
-    @staticmethod
-    def announce(info, final):
+    def announce(self, info, final):
         quality, name = info["quality"], info["model"]
         note = (f"; the baseline calls {quality['baseline_calls_fake']:.0%} of its faces fake"
                 if "baseline_calls_fake" in quality else "")
@@ -287,13 +285,13 @@ def detector_from_trunk(trunk, image_size, name, dropout=HEAD_DROPOUT):
 
 
 def stage2_runs(cfg):
-    """[(run name, role, seed)]: every variant for every seed; with one seed the plain names."""
+    """[(run name, gan.variants.Variant, seed)]: every variant of this discriminator for every seed; with one
+    seed the plain names."""
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
-    runs = [(f"{cfg.gan_name}-{role}", role, seed) for seed in seeds for role in ROLES[cfg.discriminator]]
+    runs = [(variant, seed) for seed in seeds for variant in variants_of(cfg.discriminator)]
     if cfg.labels is not None:  # one point of a curve over label counts: always named with its seed
-        return [(f"{variant}-labels{cfg.labels}{SEED_SUFFIX}{seed}", role, seed) for variant, role, seed in runs]
-    return [(variant if len(seeds) == 1 else f"{variant}{SEED_SUFFIX}{seed}", role, seed)
-            for variant, role, seed in runs]
+        return [(f"{v.name}-labels{cfg.labels}{SEED_SUFFIX}{seed}", v, seed) for v, seed in runs]
+    return [(v.name if len(seeds) == 1 else f"{v.name}{SEED_SUFFIX}{seed}", v, seed) for v, seed in runs]
 
 
 def trained_gan(cfg, manifest):
@@ -315,16 +313,15 @@ def fine_tune_discriminator(cfg, data):
     """Stage 2: per seed, the detector runs that differ only in where the trunk starts and what is trained."""
     gan_dir, gan_info = trained_gan(cfg, data.manifest)
     results = label_free_detectors(cfg, data, gan_dir, gan_info)
-    spec_of = resnet_variant_spec if cfg.discriminator == "resnet" else variant_spec
-    for name, role, seed in stage2_runs(cfg):
+    for name, variant, seed in stage2_runs(cfg):
         run_cfg = dataclasses.replace(cfg, seed=seed)
         run_data = data if cfg.labels is None else labelled_subset(data, cfg.labels, seed, log=lambda line: None)
-        pretrained = role != "scratch"
-        kept = kept_run(run_cfg, data.manifest, name, gan_created=gan_info["created"] if pretrained else None)
+        kept = kept_run(run_cfg, data.manifest, name, variant.role,
+                        gan_created=gan_info["created"] if variant.pretrained else None)
         if kept is None:
             keras.utils.set_random_seed(seed)  # each seed's run starts alike, whatever ran before it
-            spec = spec_of(run_cfg, name, role, gan_dir, gan_info, len(run_data.train[1]))
-            kept = train_run(spec, run_cfg, run_data)[1]
+            run = VARIANT_RUNS[variant.recipe](run_cfg, name, variant, gan_dir, gan_info, len(run_data.train[1]))
+            kept = train_run(run, run_cfg, run_data)[1]
         results[name] = kept
     return results
 
@@ -333,22 +330,22 @@ def label_free_detectors(cfg, data, gan_dir, gan_info):
     """The two detectors read off the discriminator without a labelled fake (gan/label_free.py); {name: run.json}."""
     results = {}
     x, y = data.train
-    for spec in label_free_specs(gan_dir, gan_info, select(x, y == 0), cfg.gan_name):
-        kept = kept_run(cfg, data.manifest, spec.name, gan_created=gan_info["created"])
-        results[spec.name] = kept if kept is not None else train_run(spec, cfg, data)[1]
+    for run in label_free_runs(gan_dir, gan_info, select(x, y == 0), cfg.gan_name):
+        kept = kept_run(cfg, data.manifest, run.name, "label-free", gan_created=gan_info["created"])
+        results[run.name] = kept if kept is not None else train_run(run, cfg, data)[1]
     return results
 
 
-def variant_trunk(role, gan_dir, gan_info, probe_features):
+def variant_trunk(variant, gan_dir, gan_info, probe_features):
     """The trunk a variant starts from: the GAN's discriminator (the probe may read every block), or random."""
-    if role == "scratch":  # the GAN's discriminator as it was built, before a step of training
+    if not variant.pretrained:  # the GAN's discriminator as it was built, before a step of training
         config = recorded_config(gan_info["config"])
         return build_trunk(int(gan_info["image_size"]), config["discriminator"], config["spectral_norm"])
     try:
         discriminator = load_model_safely(os.path.join(gan_dir, "discriminator.keras"))
     except BrokenRun as e:
         raise UserError(str(e))
-    if role != "linear-probe":
+    if not variant.reads_probe_features:
         return trunk_of(discriminator)
     try:
         return probe_trunk_of(discriminator, probe_features)
@@ -360,50 +357,66 @@ def trunk_trainable(trainable):
     return lambda model: setattr(inner_model(model), "trainable", trainable)
 
 
-def variant_spec(cfg, name, role, gan_dir, gan_info, train_images):
-    """One stage-2 run of the DCGAN discriminator: a warm-up of the head alone on a pretrained trunk (of everything
-    on a random one), then the main phase: everything at a lower rate (the discriminator), or still the head
-    alone (the probe)."""
-    size, pretrained, unfreeze = int(gan_info["image_size"]), role != "scratch", role != "linear-probe"
-    rate = FINETUNE_LEARNING_RATE if unfreeze else HEAD_LEARNING_RATE
+class VariantRun(Run):
+    """One stage-2 run of a variant (gan/variants.py) with the dcgan recipe: a warm-up of the head alone on a
+    pretrained trunk (of everything on a random one), then the main phase at the variant's rate: everything
+    (dcgan-discriminator), or still the head alone (a probe)."""
 
-    def compile_main_phase(model):
-        trunk_trainable(unfreeze)(model)
-        return compile_detector(model, rate)
+    def __init__(self, cfg, name, variant, gan_dir, gan_info, train_images):
+        pretrained = variant.pretrained
+        hp = {"trunk": "GAN discriminator" if pretrained else "random init", "trunk_trained": variant.trunk_trained,
+              "variant": variant.name, "head_epochs": cfg.head_epochs, "head_learning_rate": HEAD_LEARNING_RATE,
+              "finetune_learning_rate": variant.learning_rate, "dropout": HEAD_DROPOUT,
+              "gan_run": cfg.gan_name if pretrained else None,
+              "probe_features": cfg.probe_features if variant.reads_probe_features else None}
+        warmup = Phase("the head alone" if pretrained else "the whole network", cfg.head_epochs, HEAD_LEARNING_RATE,
+                       trunk_trainable(not pretrained))
+        super().__init__(name, hp, cfg.finetune_epochs, warmup=(warmup,),
+                         extra=gan_note(gan_info) if pretrained else None)
+        self.cfg, self.variant, self.gan_dir, self.gan_info = cfg, variant, gan_dir, gan_info
+        self.train_images = train_images
 
-    hp = {"trunk": "GAN discriminator" if pretrained else "random init", "trunk_trained": unfreeze,
-          "variant": f"{cfg.gan_name}-{role}", "head_epochs": cfg.head_epochs, "head_learning_rate": HEAD_LEARNING_RATE,
-          "finetune_learning_rate": rate, "dropout": HEAD_DROPOUT, "gan_run": cfg.gan_name if pretrained else None,
-          "probe_features": cfg.probe_features if role == "linear-probe" else None}
-    warmup = Phase("the head alone" if pretrained else "the whole network", cfg.head_epochs, HEAD_LEARNING_RATE,
-                   trunk_trainable(not pretrained))
-    return RunSpec(name, build=lambda: detector_from_trunk(variant_trunk(role, gan_dir, gan_info,
-                                                                         cfg.probe_features), size, name),
-                   compile=compile_main_phase, epochs=cfg.finetune_epochs, hyperparameters=hp, warmup=(warmup,),
-                   extra=gan_note(gan_info) if pretrained else None)
+    def trunk(self):
+        return variant_trunk(self.variant, self.gan_dir, self.gan_info, self.cfg.probe_features)
+
+    def build(self):
+        return detector_from_trunk(self.trunk(), int(self.gan_info["image_size"]), self.name)
+
+    def compile(self, model):
+        trunk_trainable(self.variant.trunk_trained)(model)
+        return compile_detector(model, self.variant.learning_rate)
 
 
-def resnet_variant_spec(cfg, name, role, gan_dir, gan_info, train_images):
-    """One stage-2 run of the ResNet discriminator, trained with the `resnet` detector recipe itself (AdamW,
-    warm-up and cosine decay, label smoothing, flips, mixup) for --finetune-epochs: from the GAN's weights after
-    a warm-up of the new head alone ("discriminator"), or from random weights with no warm-up ("scratch": the
-    network and recipe of `classifiers.train --model resnet`)."""
-    size, pretrained = int(gan_info["image_size"]), role != "scratch"
-    steps_per_epoch = training_steps(train_images, cfg.batch_size, 1)
+class ResnetVariantRun(VariantRun):
+    """One stage-2 run with the `resnet` detector recipe itself (AdamW, warm-up and cosine decay, label
+    smoothing, flips, mixup) for --finetune-epochs: from the GAN's weights after a warm-up of the new head alone
+    (dcgan-resnet-discriminator), or from random weights with no warm-up (dcgan-resnet-scratch: the network and
+    recipe of `classifiers.train --model resnet`)."""
 
-    def compile_main_phase(model):
+    def __init__(self, cfg, name, variant, gan_dir, gan_info, train_images):
+        super().__init__(cfg, name, variant, gan_dir, gan_info, train_images)
+        pretrained = variant.pretrained
+        self.hyperparameters = dict(RESNET, trunk="GAN discriminator" if pretrained else "random init",
+                                    variant=variant.name, head_epochs=cfg.head_epochs if pretrained else 0,
+                                    head_learning_rate=HEAD_LEARNING_RATE, gan_run=cfg.gan_name if pretrained else None)
+        self.warmup = ((Phase("the head alone", cfg.head_epochs, HEAD_LEARNING_RATE, trunk_trainable(False)),)
+                       if pretrained else ())
+        self.augment, self.mixup = augmentations(RESNET["augment"]), RESNET["mixup"]
+
+    def trunk(self):
+        return variant_trunk(self.variant, self.gan_dir, self.gan_info, None)
+
+    def build(self):
+        return detector_from_trunk(self.trunk(), int(self.gan_info["image_size"]), self.name, RESNET["dropout"])
+
+    def compile(self, model):
         trunk_trainable(True)(model)
-        return resnet_recipe(model, RESNET, steps_per_epoch, cfg.finetune_epochs)
+        steps_per_epoch = training_steps(self.train_images, self.cfg.batch_size, 1)
+        return resnet_recipe(model, RESNET, steps_per_epoch, self.cfg.finetune_epochs)
 
-    hp = dict(RESNET, trunk="GAN discriminator" if pretrained else "random init", variant=f"{cfg.gan_name}-{role}",
-              head_epochs=cfg.head_epochs if pretrained else 0, head_learning_rate=HEAD_LEARNING_RATE,
-              gan_run=cfg.gan_name if pretrained else None)
-    warmup = (Phase("the head alone", cfg.head_epochs, HEAD_LEARNING_RATE, trunk_trainable(False)),) if pretrained else ()
-    return RunSpec(name, build=lambda: detector_from_trunk(variant_trunk(role, gan_dir, gan_info, None), size, name,
-                                                           RESNET["dropout"]),
-                   compile=compile_main_phase, epochs=cfg.finetune_epochs, hyperparameters=hp, warmup=warmup,
-                   augment=augmentations(RESNET["augment"]), mixup=RESNET["mixup"],
-                   extra=gan_note(gan_info) if pretrained else None)
+
+# how each recipe of gan/variants.py is trained
+VARIANT_RUNS = {"dcgan": VariantRun, "resnet": ResnetVariantRun}
 
 
 def gan_note(gan_info):
@@ -412,8 +425,14 @@ def gan_note(gan_info):
                     "created": gan_info["created"]}}
 
 
-def main(argv=None):
-    cfg = resolve_config(parse_args(argv))
+def config(argv=(), **settings):
+    """The GanConfig of `python -m gan.train ARGV`, settings given by name in place of their flags:
+    config(["--gan-steps", "400"], labels="50", seeds=2, discriminator="resnet")."""
+    return configuration(parse_args, resolve_config, argv, settings)
+
+
+def run(cfg):
+    """Train what cfg asks for (its stage: the GAN, the detectors from it, or both); the typed entry point."""
     cfg = dataclasses.replace(cfg, precision=setup(cfg.seed, cfg.precision))
     print("config: " + json.dumps(dataclasses.asdict(cfg), sort_keys=True))
     data = prepare(cfg)
@@ -424,6 +443,10 @@ def main(argv=None):
     if cfg.stage in ("all", "finetune"):
         fine_tune_discriminator(cfg, data)
     return 0
+
+
+def main(argv=None):
+    return run(resolve_config(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -10,10 +10,12 @@ from conftest import epochs_recorded, kill_when
 from data.runs import list_runs, read_run
 from data.runtime import UserError
 from gan import train as gan_cli
+from gan.variants import VARIANTS, Variant, variants_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "16", "--gan-batch-size", "8", "--batch-size", "16", "--head-epochs", "1", "--seed", "5",
         "--precision", "float32"]  # float32: figures recomputed here must match to the last digits
+DCGAN_VARIANTS = [v.name for v in variants_of("dcgan")]  # dcgan-discriminator, dcgan-linear-probe, dcgan-scratch
 
 
 def test_a_step_budget_then_detectors_over_seeds_and_their_report(tiny_faces, tmp_path, capsys):
@@ -36,7 +38,7 @@ def test_a_step_budget_then_detectors_over_seeds_and_their_report(tiny_faces, tm
     good, broken = list_runs(runs, "default")
     detectors = {os.path.basename(f): info for f, info in good if info["kind"] == "detector"
                  and os.path.basename(f) not in gan_cli.LABEL_FREE}
-    assert set(detectors) == {f"{v}.seed{s}" for v in gan_cli.VARIANTS for s in (5, 6)} and not broken
+    assert set(detectors) == {f"{v}.seed{s}" for v in DCGAN_VARIANTS for s in (5, 6)} and not broken
     assert_label_free_detectors(tiny_faces, runs, gan)
     split = json.load(open(os.path.join(runs, "default", "split.json")))["fingerprint"]
     for name, info in detectors.items():
@@ -51,7 +53,7 @@ def test_a_step_budget_then_detectors_over_seeds_and_their_report(tiny_faces, tm
     groups, pairs = metrics["seed_groups"], metrics["seed_pairs"]
     members = metrics["models"]["ensemble"]["hyperparameters"]["members"].split(",")
     assert set(members) == set(detectors)  # the label-free scores are judged, not averaged in
-    assert set(groups) == set(gan_cli.VARIANTS) and all(g["seeds"] == [5, 6] for g in groups.values())
+    assert set(groups) == set(DCGAN_VARIANTS) and all(g["seeds"] == [5, 6] for g in groups.values())
     auc = {n: m["test"]["roc_auc"] for n, m in metrics["models"].items()}
     d = [auc[f"dcgan-discriminator.seed{s}"] - auc[f"dcgan-scratch.seed{s}"] for s in (5, 6)]
     pair = pairs["dcgan-discriminator vs dcgan-scratch"]
@@ -80,8 +82,30 @@ def test_a_step_budget_then_detectors_over_seeds_and_their_report(tiny_faces, tm
     # seed 6 trained alone gives what it gave after seed 5 in one process (each run re-seeds before anything)
     assert gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--stage", "finetune", "--finetune-epochs", "1",
                          "--seeds", "1"] + TINY + ["--seed", "6"]) == 0
-    for variant in gan_cli.VARIANTS:
+    for variant in DCGAN_VARIANTS:
         assert read_run(os.path.join(runs, "default", variant))["validation"] == detectors[f"{variant}.seed6"]["validation"]
+
+
+def test_a_new_gan_variant_is_one_entry_trained_paired_with_its_control_and_reported(tiny_faces, tmp_path,
+                                                                                     monkeypatch):
+    from compare import report
+    from compare.bench import learning_curve as LC
+
+    slow = Variant("dcgan-slow", "dcgan", pretrained=True, learning_rate=1e-5, controls=("dcgan-scratch",),
+                   what="the discriminator fine-tuned at a tenth of the rate")
+    monkeypatch.setitem(VARIANTS, slow.name, slow)  # the one entry
+    runs = str(tmp_path / "runs")
+    assert gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--gan-steps", "2", "--sample-every", "2",
+                         "--finetune-epochs", "1", "--seeds", "1"] + TINY) == 0
+    info = read_run(os.path.join(runs, "default", "dcgan-slow"))
+    assert info["hyperparameters"]["variant"] == "dcgan-slow" and info["hyperparameters"]["trunk_trained"] is True
+    assert info["hyperparameters"]["finetune_learning_rate"] == 1e-5 and info["gan"]["created"]
+    assert "dcgan-slow" in LC.known_recipes() and ("dcgan-slow", "dcgan-scratch") in LC.pairs()
+    assert report.main(["--runs-dir", runs, "--no-timing", "--no-saliency"]) == 0
+    metrics = json.load(open(os.path.join(runs, "default", "report", "metrics.json")))
+    planned = {(c["a"], c["b"], c["kind"]) for c in metrics["planned"]}
+    assert ("dcgan-slow", "dcgan-scratch", "against its control") in planned
+    assert "| dcgan-slow vs dcgan-scratch | " in open(os.path.join(runs, "default", "report", "report.md")).read()
 
 
 def assert_quality_measured_on_the_averaged_generator(data_dir, runs, gan):

@@ -9,6 +9,7 @@ import pytest
 from classifiers import train as train_cli
 from data.runs import read_run
 from data.runtime import label_count, run_main
+from gan.variants import variants_of
 
 TINY = ["--image-size", "16", "--batch-size", "8", "--epochs", "1", "--seed", "3", "--precision", "float32"]
 
@@ -63,7 +64,7 @@ def test_gan_stage_two_on_few_labels_while_the_gan_sees_every_real_face(tiny_fac
             "--sample-every", "2", "--seeds", "1", "--seed", "5", "--precision", "float32", "--labels", "8"]
     assert gan_cli.main(argv) == 0
     gan = read_run(os.path.join(runs, "default", "dcgan"))
-    for variant in gan_cli.VARIANTS:
-        info = read_run(os.path.join(runs, "default", f"{variant}-labels8.seed5"))
+    for variant in variants_of("dcgan"):
+        info = read_run(os.path.join(runs, "default", f"{variant.name}-labels8.seed5"))
         assert info["train_images"] == 8 and info["config"]["labels"] == "8"
     assert gan["train_images"] > 8  # stage 1: every real training face

@@ -36,10 +36,8 @@ def parse_args(argv=None):
                         "--experiment's split")
     p.add_argument("--epochs", type=positive_int, help="with --recipes: override every recipe's epochs")
     p.add_argument("--learning-curve", action="store_true",
-                   help="test AUC against labelled training images for --recipes (registered detectors and the "
-                        "GAN variants dcgan-discriminator, dcgan-linear-probe, dcgan-scratch, "
-                        "dcgan-resnet-discriminator, dcgan-resnet-scratch) at each --labels, over --seeds "
-                        "starting at --seed")
+                   help=f"test AUC against labelled training images for --recipes ({', '.join(LC.known_recipes())}) "
+                        "at each --labels, over --seeds starting at --seed")
     p.add_argument("--labels", type=label_count, nargs="+", default=["50", "100", "250", "500", "all"],
                    help="with --learning-curve: labelled training images per point (a count, a fraction, all)")
     p.add_argument("--seeds", type=positive_int, default=3, help="with --learning-curve: seeds per point")

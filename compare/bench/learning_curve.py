@@ -26,32 +26,40 @@ from data.runs import experiment_dir, read_run, write_atomic, write_json_atomic
 from data.runtime import UserError, import_tensorflow
 from data.split import load_manifest
 from gan import train as gan_train
+from gan.variants import VARIANTS, controls_from_random
 
-# the stage-2 variants of each discriminator gan.train can train, and the flags that make them
-GAN_RECIPES = {"dcgan-discriminator": (), "dcgan-linear-probe": (), "dcgan-scratch": (),
-               "dcgan-resnet-discriminator": ("--discriminator", "resnet"),
-               "dcgan-resnet-scratch": ("--discriminator", "resnet")}
-# (pretrained, its control from random weights): the pairs whose difference the curve judges, seed by seed
-PAIRS = (("dcgan-discriminator", "dcgan-scratch"), ("dcgan-resnet-discriminator", "dcgan-resnet-scratch"))
+
+
+def known_recipes():
+    """What the curve can train: the registry's detectors and the GAN's stage-2 variants (gan/variants.py)."""
+    return tuple(DETECTORS) + tuple(VARIANTS)
+
+
+def pairs():
+    """(pretrained variant, its control from random weights): the pairs the curve judges, seed by seed."""
+    return tuple((name, control) for name in VARIANTS for control in controls_from_random(name))
 
 
 def check_recipes(recipes):
-    known = tuple(DETECTORS) + tuple(GAN_RECIPES)
+    known = known_recipes()
     unknown = [r for r in recipes if r not in known]
     if unknown:
         raise UserError(f"--recipes: unknown {', '.join(unknown)}; the curve knows {', '.join(known)}")
 
 
 def train_missing(recipes, labels, seeds, common, detector_args=(), gan_args=()):
-    """Every (recipe, label count, seed) through the training commands, which keep what is finished."""
+    """Every (recipe, label count, seed) through the trainers' typed entry points, which keep what is finished.
+    common: settings every run shares (where, the split, the precision); detector_args / gan_args: more flags
+    of each trainer, the curve's own settings given after them. A GAN variant's point trains every variant of
+    its discriminator from the one GAN (gan.train --labels N)."""
     for count in labels:
         for seed in seeds:
-            for recipe in (r for r in recipes if r not in GAN_RECIPES):
-                classifiers_train.main(["--model", recipe, "--labels", count, "--seed", str(seed)] + common
-                                       + list(detector_args))
-        for flags in dict.fromkeys(GAN_RECIPES[r] for r in recipes if r in GAN_RECIPES):
-            gan_train.main(["--labels", count, "--seeds", str(len(seeds)), "--seed", str(seeds[0])] + common
-                           + list(flags) + list(gan_args))
+            for recipe in (r for r in recipes if r not in VARIANTS):
+                classifiers_train.run(classifiers_train.config(detector_args, model=recipe, labels=count, seed=seed,
+                                                               **common))
+        for discriminator in dict.fromkeys(VARIANTS[r].discriminator for r in recipes if r in VARIANTS):
+            gan_train.run(gan_train.config(gan_args, discriminator=discriminator, labels=count, seeds=len(seeds),
+                                           seed=seeds[0], **common))
 
 
 def judge(exp_dir, manifest, recipes, labels, seeds):
@@ -71,7 +79,7 @@ def judge(exp_dir, manifest, recipes, labels, seeds):
     return out
 
 
-def summarise(aucs, pairs=PAIRS):
+def summarise(aucs, judged=None):
     """Per recipe and label count: mean and sd over seeds; per label count and pair, the paired difference of
     a fine-tuned discriminator and its scratch control (Student's t over seeds) and its verdict in words."""
     rows = []
@@ -79,7 +87,7 @@ def summarise(aucs, pairs=PAIRS):
         for count, by_seed in points.items():
             mean, sd = mean_sd(list(by_seed.values()))
             rows.append({"recipe": recipe, "labels": count, "seeds": sorted(by_seed), "mean": mean, "sd": sd})
-    verdicts = [verdict for pretrained, control in pairs if pretrained in aucs and control in aucs
+    verdicts = [verdict for pretrained, control in (judged or pairs()) if pretrained in aucs and control in aucs
                 for count in aucs[pretrained] for verdict in paired(aucs, pretrained, control, count)]
     return {"rows": rows, "verdicts": verdicts}
 
@@ -140,11 +148,9 @@ def run(args):
     if not args.recipes:
         raise UserError("--learning-curve needs --recipes, e.g. baseline resnet dcgan-discriminator dcgan-scratch")
     seeds = [args.seed + i for i in range(args.seeds)]
-    common = ["--runs-dir", args.runs_dir, "--experiment", args.experiment, "--precision", args.precision,
-              "--split", args.split]
-    common += (["--data-dir", args.data_dir] if args.data_dir else []) + (["--strict"] if args.strict else [])
-    train_missing(args.recipes, args.labels, seeds, common, shlex.split(args.detector_args),
-                     shlex.split(args.gan_args))
+    common = dict(runs_dir=args.runs_dir, experiment=args.experiment, precision=args.precision, split=args.split,
+                  data_dir=args.data_dir, strict=args.strict)
+    train_missing(args.recipes, args.labels, seeds, common, shlex.split(args.detector_args), shlex.split(args.gan_args))
     exp = experiment_dir(args.runs_dir, args.experiment)
     manifest = load_manifest(os.path.join(exp, "split.json"))
     curve = summarise(judge(exp, manifest, args.recipes, args.labels, seeds))

@@ -37,7 +37,7 @@ def timed_fit(model, dataset, warmup, steps):
 
 def gan_rate(precision, warmup, steps, seed=0):
     """(GAN steps/s, the quick preset's GanConfig) for the quick preset's DCGAN."""
-    cfg = gan_train.resolve_config(gan_train.parse_args(["--precision", precision, "--seed", str(seed)]))
+    cfg = gan_train.config(precision=precision, seed=seed)
     faces = np.random.default_rng(seed).integers(0, 256, (IMAGES, cfg.image_size, cfg.image_size, 3), np.uint8)
     gan = gan_train.make_gan(cfg)
     return timed_fit(gan, gan_train.gan_dataset(faces, cfg.gan_batch_size, seed).repeat(), warmup, steps), cfg

@@ -29,9 +29,9 @@ import keras
 import numpy as np
 from PIL import Image
 
-from classifiers.registry import detector_spec
+from classifiers.registry import detector_run
 from classifiers.runner import prepare
-from classifiers.train import parse_args, resolve_config
+from classifiers.train import config
 from data.pipeline import make_dataset
 from data.runs import write_json_atomic
 from data.runtime import cpu_flags, run_main, setup
@@ -215,13 +215,13 @@ def table(results):
 
 def probe(model, size, steps, argv):
     """In the child: the kit's training path for `steps` steps; prints one 'probe: {json}' line."""
-    cfg = resolve_config(parse_args(["--model", model, "--image-size", str(size)] + argv))
+    cfg = config(argv, model=model, image_size=size)
     cfg = dataclasses.replace(cfg, precision=setup(cfg.seed, cfg.precision))
     data = prepare(cfg)
-    spec = detector_spec(cfg, data.train[1])
-    model = spec.compile(spec.build())
-    train = make_dataset(*data.train, cfg.batch_size, training=True, seed=cfg.seed, augment=spec.augment,
-                         mixup=spec.mixup)
+    run = detector_run(cfg, data.train[1])
+    model = run.compile(run.build())
+    train = make_dataset(*data.train, cfg.batch_size, training=True, seed=cfg.seed, augment=run.augment,
+                         mixup=run.mixup)
     ends = []
     timer = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: ends.append(time.time()))
     model.fit(train, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[timer])
