@@ -48,8 +48,12 @@ demo: venv
 	@echo "Results: $(RUNS)/$(EXPERIMENT)/ (the comparison: $(RUNS)/$(EXPERIMENT)/report/report.md)"
 	@echo "TensorBoard: $(PY) -m tensorboard.main --logdir $(RUNS)/$(EXPERIMENT) --host 127.0.0.1"
 
+# The quick tests first (a minute), then the end-to-end ones (they train through the kit's commands), two at a
+# time: TEST_WORKERS=1 runs them one by one.
+TEST_WORKERS ?= 2
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not end_to_end"
+	$(PY) -m pytest -q -m end_to_end -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) $(RUNS) *.egg-info

@@ -9,6 +9,10 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# The smallest runs the tests train: every test file starts from these and adds what it is about.
+TINY = ["--image-size", "16", "--batch-size", "16"]  # a detector (classifiers.train, the search)
+GAN_TINY = TINY + ["--gan-batch-size", "8", "--head-epochs", "1", "--seed", "5"]  # gan.train, both stages
+
 
 def smooth_image(seed, size=48):
     """A distinct, photo-like RGB image: random blobs plus texture with a natural 1/f spectrum."""
@@ -53,13 +57,16 @@ def float32_after_each_test():
         sys.modules["keras"].mixed_precision.set_global_policy("float32")
 
 
-@pytest.fixture
-def tiny_faces(tmp_path_factory):
-    """The kit's own synthetic generator at 32 px, 40 per class: enough to train a few steps."""
+def write_tiny_faces(tmp_path_factory):
+    """The kit's own synthetic generator at 32 px, 40 per class: enough to train a few steps; its folder."""
     from data.synthetic import generate
 
-    dest = tmp_path_factory.mktemp("faces") / "data"
-    return generate(str(dest), images_per_class=40, size=32)
+    return generate(str(tmp_path_factory.mktemp("faces") / "data"), images_per_class=40, size=32)
+
+
+@pytest.fixture
+def tiny_faces(tmp_path_factory):
+    return write_tiny_faces(tmp_path_factory)
 
 
 def faces_and_family(root):

@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 
 from classifiers import adapt
+import conftest
 from conftest import faces_and_family
 from data.split import balanced_subset
 from data.runs import read_run
 from data.runtime import UserError, run_main
 
-TINY = ["--image-size", "32", "--epochs", "1", "--batch-size", "16", "--precision", "float32"]
+pytestmark = pytest.mark.end_to_end  # trains through the kit's commands (pyproject.toml: markers)
+
+TINY = [*conftest.TINY, "--epochs", "1", "--precision", "float32", "--image-size", "32"]  # 32: the shots need room
 
 
 def tree_digest(folder):

@@ -11,6 +11,8 @@ from classifiers.backbones import BACKBONES, build_backbone_detector, preprocess
 from classifiers.layers import load_model_safely
 from data.runs import read_run
 
+pytestmark = pytest.mark.end_to_end  # trains through the kit's commands (pyproject.toml: markers)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -6,9 +6,14 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
+import conftest
 from conftest import write_bad_corpus
 from data.runs import read_run
 from data.scan import scan_folder
+
+pytestmark = pytest.mark.end_to_end  # trains through the kit's commands (pyproject.toml: markers)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,8 +39,7 @@ def test_corpus_through_scan_training_predict_and_compare(tiny_faces, tmp_path):
     assert all(reason for _, reason in scan.rejected)
 
     runs = str(tmp_path / "runs")
-    trained = run(["classifiers.train", "--data-dir", data, "--runs-dir", runs, "--epochs", "1",
-                   "--image-size", "16", "--batch-size", "16"])
+    trained = run(["classifiers.train", "--data-dir", data, "--runs-dir", runs, "--epochs", "1"] + conftest.TINY)
     assert trained.returncode == 0 and "Traceback" not in trained.stderr, trained.stderr
     info = read_run(os.path.join(runs, "default", "baseline"))
     split = json.load(open(os.path.join(runs, "default", "split.json")))

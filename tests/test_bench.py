@@ -5,6 +5,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+pytestmark = pytest.mark.end_to_end  # trains through the kit's commands (pyproject.toml: markers)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -106,6 +106,7 @@ def test_a_damaged_row_stops_a_streamed_read_with_one_line_and_the_next_run_rebu
     np.testing.assert_array_equal(again.load(), good)
 
 
+@pytest.mark.end_to_end
 def test_streamed_training_batches_and_predictions_equal_the_in_memory_ones(split, tmp_path, monkeypatch):
     import keras
 
@@ -173,6 +174,7 @@ def peak_growth(manifest_path, folder, size, count, load=False):
     return kind, int(seen), int(grown)
 
 
+@pytest.mark.end_to_end
 def test_a_streamed_epoch_does_not_grow_with_the_data_and_a_loaded_one_does(tmp_path):
     """What streaming promises is that memory does not grow with the training images. A training epoch also
     holds TensorFlow's working set (threads, tf.data's autotuned buffers), which depends on the CPU, its speed

@@ -6,11 +6,14 @@ import sys
 import pytest
 
 from classifiers import train as train_cli
+import conftest
 from conftest import epochs_recorded, kill_when
 from data.runs import read_run
 
+pytestmark = pytest.mark.end_to_end  # trains through the kit's commands (pyproject.toml: markers)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--image-size", "16", "--batch-size", "16", "--seed", "3"]
+TINY = conftest.TINY + ["--seed", "3"]
 
 
 def run_json(runs, exp, name):

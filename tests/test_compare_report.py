@@ -10,17 +10,28 @@ import pytest
 from classifiers import train as train_cli
 from compare import evaluation
 from compare import report as report_cli
+import conftest
 from conftest import make_dataset_dir
 from data.runtime import UserError
+
+pytestmark = pytest.mark.end_to_end  # trains through the kit's commands (pyproject.toml: markers)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(scope="module")
+def trained_baseline(tmp_path_factory):
+    """One baseline trained for the whole module (tests get a copy of its runs folder)."""
+    faces = conftest.write_tiny_faces(tmp_path_factory)
+    runs = str(tmp_path_factory.mktemp("trained") / "runs")
+    train_cli.main(["--data-dir", faces, "--runs-dir", runs, "--experiment", "x", "--epochs", "1"] + conftest.TINY)
+    return runs
+
+
 @pytest.fixture
-def experiment(tiny_faces, tmp_path):
+def experiment(trained_baseline, tmp_path):
     runs = str(tmp_path / "runs")
-    train_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--experiment", "x", "--epochs", "1",
-                    "--image-size", "16", "--batch-size", "16"])
+    shutil.copytree(trained_baseline, runs)
     exp = os.path.join(runs, "x")
     shutil.copytree(os.path.join(exp, "baseline"), os.path.join(exp, "baseline-copy"))
     other = os.path.join(exp, "other-split")

@@ -12,12 +12,17 @@ import numpy as np
 from PIL import Image
 
 from classifiers import train as train_cli
+import pytest
+
+import conftest
 from conftest import completed_trials, epochs_recorded, smooth_image, write_image
 from classifiers.layers import load_model_safely
 from data.runs import read_run
 
+pytestmark = pytest.mark.end_to_end  # trains through the kit's commands (pyproject.toml: markers)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--image-size", "16", "--batch-size", "16", "--seed", "3", "--epochs", "1"]
+TINY = conftest.TINY + ["--seed", "3", "--epochs", "1"]
 
 
 def with_odd_files(tiny_faces, tmp_path):
@@ -87,7 +92,7 @@ def test_search_survives_five_kills_at_random_points(tiny_faces, tmp_path):
     max_trials = 5
     cmd = [sys.executable, "-m", "classifiers.train", "--model", "hpsearch", "--tuner", "random", "--max-trials",
            str(max_trials), "--search-epochs", "2", "--data-dir", tiny_faces, "--runs-dir", runs,
-           "--image-size", "16", "--batch-size", "16", "--seed", "3", "--epochs", "3"]
+           "--seed", "3", "--epochs", "3"] + conftest.TINY
     tuner_dir = os.path.join(runs, "default", ".hpsearch-tuner")
     partial = os.path.join(runs, "default", ".hpsearch.partial")
     # each kill waits for a stage, then a random moment inside it: start-up or the first trial, later

@@ -7,9 +7,14 @@ import subprocess
 import sys
 
 from data.runs import read_run
+import pytest
+
+import conftest
+
+pytestmark = pytest.mark.end_to_end  # trains through the kit's commands (pyproject.toml: markers)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--image-size", "16", "--batch-size", "16", "--epochs", "1"]
+TINY = conftest.TINY + ["--epochs", "1"]
 
 
 def free_port():

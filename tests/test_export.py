@@ -10,12 +10,14 @@ import pytest
 
 from classifiers import export
 from classifiers.predict import collect, load_detector, predict_files
+import conftest
 from conftest import faces_and_family, reduced_precision
 from data.pipeline import fit_square
 from data.runtime import UserError, run_main
 from data.scan import read_rgb
 
-TINY = ["--image-size", "16", "--batch-size", "16", "--precision", "float32"]
+pytestmark = pytest.mark.end_to_end  # trains through the kit's commands (pyproject.toml: markers)
+TINY = conftest.TINY + ["--precision", "float32"]
 
 # Run with TensorFlow and numpy only: the kit's packages are made unimportable, so a model that needed them
 # (a custom layer's code, a preprocessing step) fails here.

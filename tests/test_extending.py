@@ -14,9 +14,12 @@ from classifiers import train as train_cli
 from classifiers.layers import LogSpectrum, load_model_safely
 from data.runs import BrokenRun, read_run
 from data.runtime import UserError
+import conftest
+
+pytestmark = pytest.mark.end_to_end  # trains through the kit's commands (pyproject.toml: markers)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--image-size", "16", "--batch-size", "16", "--epochs", "1"]
+TINY = conftest.TINY + ["--epochs", "1"]
 
 
 def spectrum_cnn(cfg, hp):

@@ -11,14 +11,16 @@ import shutil
 
 import pytest
 
+import conftest
 from conftest import completed_trials, kill_when
 from data.runs import read_run, run_lock
 from data.runtime import UserError
 
+pytestmark = pytest.mark.end_to_end  # trains through the kit's commands (pyproject.toml: markers)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--image-size", "16", "--batch-size", "16", "--seed", "3"]
-GAN_TINY = ["--image-size", "16", "--gan-batch-size", "8", "--batch-size", "16", "--head-epochs", "1", "--seed", "5",
-            "--seeds", "1"]
+TINY = conftest.TINY + ["--seed", "3"]
+GAN_TINY = conftest.GAN_TINY + ["--seeds", "1"]
 
 
 def checkpointed(partial):

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+import conftest
 from conftest import epochs_recorded, kill_when
 from data.runs import list_runs, read_run
 from data.runtime import UserError
@@ -13,11 +14,11 @@ from gan import train as gan_cli
 from gan.variants import VARIANTS, Variant, variants_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--image-size", "16", "--gan-batch-size", "8", "--batch-size", "16", "--head-epochs", "1", "--seed", "5",
-        "--precision", "float32"]  # float32: figures recomputed here must match to the last digits
+TINY = conftest.GAN_TINY + ["--precision", "float32"]  # float32: figures recomputed here must match to the last digits
 DCGAN_VARIANTS = [v.name for v in variants_of("dcgan")]  # dcgan-discriminator, dcgan-linear-probe, dcgan-scratch
 
 
+@pytest.mark.end_to_end
 def test_a_step_budget_then_detectors_over_seeds_and_their_report(tiny_faces, tmp_path, capsys):
     from compare import report
 
@@ -86,6 +87,7 @@ def test_a_step_budget_then_detectors_over_seeds_and_their_report(tiny_faces, tm
         assert read_run(os.path.join(runs, "default", variant))["validation"] == detectors[f"{variant}.seed6"]["validation"]
 
 
+@pytest.mark.end_to_end
 def test_a_new_gan_variant_is_one_entry_trained_paired_with_its_control_and_reported(tiny_faces, tmp_path,
                                                                                      monkeypatch):
     from compare import report
@@ -252,6 +254,7 @@ def test_the_averaged_generator_follows_the_trained_one_and_draws_the_samples(tm
     assert not np.array_equal(picture, grid(to_uint8(gan.generator(z, training=False))))
 
 
+@pytest.mark.end_to_end
 def test_a_minute_cap_stops_between_rounds_and_is_never_taken_for_the_whole_gan(tiny_faces, tmp_path, capsys):
     from compare import evaluation, rendering
 
@@ -275,6 +278,7 @@ def test_a_minute_cap_stops_between_rounds_and_is_never_taken_for_the_whole_gan(
     assert "**cut short by --gan-minutes 1e-05: 3 of the 30 steps asked for**" in "\n".join(rendering.gan_markdown([gan]))
 
 
+@pytest.mark.end_to_end
 def test_a_gan_that_reached_its_steps_inside_a_cap_is_the_gan_without_it(tiny_faces, tmp_path, capsys):
     runs = str(tmp_path / "runs")
     argv = ["--data-dir", tiny_faces, "--runs-dir", runs, "--gan-steps", "2", "--sample-every", "2", "--stage", "gan"]
@@ -284,6 +288,7 @@ def test_a_gan_that_reached_its_steps_inside_a_cap_is_the_gan_without_it(tiny_fa
     assert "already trained with this configuration" in capsys.readouterr().out
 
 
+@pytest.mark.end_to_end
 def test_the_gan_trains_on_training_real_images_only(tiny_faces, tmp_path):
     runs = str(tmp_path / "runs")
     gan_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--gan-steps", "1", "--stage", "gan"] + TINY)
@@ -319,6 +324,7 @@ def test_checkpoint_holds_both_networks_and_both_optimizers(tmp_path):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(va), keras.ops.convert_to_numpy(vb))
 
 
+@pytest.mark.end_to_end
 def test_a_gan_interrupted_mid_budget_resumes_and_finishes_it(tiny_faces, tmp_path):
     runs = str(tmp_path / "runs")
     cmd = [sys.executable, "-m", "gan.train", "--stage", "gan", "--data-dir", tiny_faces, "--runs-dir", runs,
@@ -386,6 +392,7 @@ def test_the_linear_probe_can_read_an_intermediate_block():
         gan_cli.parse_args(["--probe-features", "middle"])
 
 
+@pytest.mark.end_to_end
 def test_a_resnet_discriminator_gan_resumes_then_is_fine_tuned_with_the_resnet_recipe(tiny_faces, tmp_path):
     from classifiers.layers import load_model_safely
     from classifiers.models import build_resnet

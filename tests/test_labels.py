@@ -10,8 +10,11 @@ from classifiers import train as train_cli
 from data.runs import read_run
 from data.runtime import label_count, run_main
 from gan.variants import variants_of
+import conftest
 
-TINY = ["--image-size", "16", "--batch-size", "8", "--epochs", "1", "--seed", "3", "--precision", "float32"]
+pytestmark = pytest.mark.end_to_end  # trains through the kit's commands (pyproject.toml: markers)
+
+TINY = conftest.TINY + ["--batch-size", "8", "--epochs", "1", "--seed", "3", "--precision", "float32"]  # 8: few labels
 
 
 def test_label_counts_parse_or_say_what_is_wrong():
@@ -59,9 +62,9 @@ def test_gan_stage_two_on_few_labels_while_the_gan_sees_every_real_face(tiny_fac
     from gan import train as gan_cli
 
     runs = str(tmp_path / "runs")
-    argv = ["--data-dir", tiny_faces, "--runs-dir", runs, "--image-size", "16", "--gan-batch-size", "8",
-            "--batch-size", "8", "--head-epochs", "1", "--finetune-epochs", "1", "--gan-steps", "2",
-            "--sample-every", "2", "--seeds", "1", "--seed", "5", "--precision", "float32", "--labels", "8"]
+    argv = ["--data-dir", tiny_faces, "--runs-dir", runs] + conftest.GAN_TINY + [
+        "--batch-size", "8", "--finetune-epochs", "1", "--gan-steps", "2", "--sample-every", "2", "--seeds", "1",
+        "--precision", "float32", "--labels", "8"]
     assert gan_cli.main(argv) == 0
     gan = read_run(os.path.join(runs, "default", "dcgan"))
     for variant in variants_of("dcgan"):

@@ -139,6 +139,7 @@ def test_a_given_split_with_no_train_side_is_a_test_set_not_a_training_set(tmp_p
         make_split(scan_folder(root), split="given")
 
 
+@pytest.mark.end_to_end
 def test_a_given_split_is_what_training_and_the_report_use_and_a_per_generator_test_folder_gives_one_set_each(tmp_path):
     from classifiers import train as train_cli
     from compare import report as report_cli

@@ -2,8 +2,12 @@
 import json
 import os
 
+import pytest
+
 from compare.bench import cli as bench
 from data.runtime import run_main
+
+pytestmark = pytest.mark.end_to_end  # trains through the kit's commands (pyproject.toml: markers)
 
 DETECTOR = "--image-size 16 --epochs 1 --batch-size 8"
 GAN = ("--image-size 16 --gan-batch-size 8 --batch-size 8 --head-epochs 1 --finetune-epochs 1 --gan-steps 2 "

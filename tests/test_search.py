@@ -7,10 +7,15 @@ from classifiers import search
 from classifiers import train as train_cli
 from classifiers.registry import BASELINE
 from classifiers.layers import load_model_safely
+import pytest
+
+import conftest
 from conftest import reduced_precision
 from data.runs import read_run
 
-TINY = ["--image-size", "16", "--batch-size", "16", "--seed", "3"]
+pytestmark = pytest.mark.end_to_end  # trains through the kit's commands (pyproject.toml: markers)
+
+TINY = conftest.TINY + ["--seed", "3"]
 
 
 def test_every_trial_and_the_winner_run_at_the_requested_precision(tiny_faces, tmp_path, monkeypatch):

@@ -10,7 +10,10 @@ import pytest
 
 from browser import COUNT_JS, Browser, free_port, install_chromium, wait_http
 from classifiers import train as train_cli
+import conftest
 from compare import report as report_cli
+
+pytestmark = pytest.mark.end_to_end  # trains through the kit's commands (pyproject.toml: markers)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARTIFACTS = os.path.join(ROOT, "test-artifacts")
@@ -26,8 +29,7 @@ def chromium():
 
 def test_tensorboard_shows_every_model(chromium, tiny_faces, tmp_path):
     runs = str(tmp_path / "runs")
-    train_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--experiment", "tb", "--epochs", "2",
-                    "--image-size", "16", "--batch-size", "16"])
+    train_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--experiment", "tb", "--epochs", "2"] + conftest.TINY)
     exp = os.path.join(runs, "tb")
     shutil.copytree(os.path.join(exp, "baseline"), os.path.join(exp, "second-model"))
     report_cli.main(["--runs-dir", runs, "--experiment", "tb", "--no-timing"])
