@@ -8,14 +8,13 @@ is replaced last: that replace is the commit. Before writing, free space is chec
 the run with one clear line instead of a half-written file.
 """
 import glob
-import json
 import os
 import shutil
 
 import keras
 import numpy as np
 
-from data.runs import write_atomic, write_json_atomic
+from data.runs import read_json, write_atomic, write_json_atomic
 from data.runtime import UserError
 
 STATE = "checkpoint.json"
@@ -47,11 +46,10 @@ def state_bytes(model):
 
 def read_state(folder):
     """(last committed epoch, the one before it or None) of a checkpoint folder; (0, None) when there is none."""
+    state = read_json(os.path.join(folder, STATE))
     try:
-        with open(os.path.join(folder, STATE)) as f:
-            state = json.load(f)
         return int(state["epoch"]), state.get("previous")
-    except (OSError, ValueError, KeyError, TypeError):
+    except (AttributeError, KeyError, TypeError, ValueError):  # none, or not a checkpoint's state
         return 0, None
 
 

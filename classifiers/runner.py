@@ -31,7 +31,7 @@ from classifiers.multiworker import patch_keras_for_multiworker
 from classifiers.predict import probabilities
 from data.cache import cache_folder, cached_split
 from data.pipeline import make_dataset, select
-from data.runs import (experiment_dir, finish_run, library_versions, partial_dir, run_lock, write_atomic,
+from data.runs import (experiment_dir, finish_run, library_versions, partial_dir, read_json, run_lock, write_atomic,
                        write_json_atomic)
 from data.runtime import UserError, import_tensorflow
 from data.split import balanced_subset, experiment_split
@@ -182,11 +182,7 @@ class ProgressFile:
 
     def __init__(self, path):
         self.path = path
-        try:
-            with open(path) as f:
-                self.state = json.load(f)
-        except (OSError, ValueError):
-            self.state = {"seconds": 0.0, "epochs": {}}
+        self.state = read_json(path, {"seconds": 0.0, "epochs": {}})
 
     def callback(self):
         outer = self

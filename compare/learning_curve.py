@@ -2,19 +2,16 @@
 recipe by recipe, as `python -m compare.bench --learning-curve` (compare/bench/learning_curve.py) wrote it to
 runs/<experiment>/bench/learning_curve.json.
 """
-import json
 import os
+
+from data.runs import read_json
 
 FILE = "learning_curve.json"
 
 
 def load(exp_dir):
     """The experiment's curve as the bench wrote it, or None."""
-    try:
-        with open(os.path.join(exp_dir, "bench", FILE)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    return read_json(os.path.join(exp_dir, "bench", FILE))
 
 
 def markdown(curve):

@@ -24,7 +24,7 @@ import numpy as np
 
 from data.pipeline import load_images
 from data.runs import experiment_dir, write_json_atomic
-from data.runtime import UserError
+from data.runtime import UserError, progress_line
 
 CACHE_FORMAT = 1
 MEMORY_ENV = "DEEPFAKE_KIT_MEMORY_MB"
@@ -232,12 +232,9 @@ def _progress(done, total, started, path):
     if total < 2 * BUILD_CHUNK:
         return
     rate = done / max(1e-9, time.time() - started)
-    line = f"decoding {os.path.basename(path)}: {done:,}/{total:,} images, {rate:,.0f}/s, " \
-           f"{(total - done) / rate:,.0f}s left"
-    if sys.stderr.isatty():
-        print("\r" + line, end="\n" if done == total else "", file=sys.stderr, flush=True)
-    elif done == total or done // BUILD_CHUNK % max(1, total // BUILD_CHUNK // 10) == 0:
-        print(line, file=sys.stderr, flush=True)
+    progress_line(f"decoding {os.path.basename(path)}: {done:,}/{total:,} images, {rate:,.0f}/s, "
+                  f"{(total - done) / rate:,.0f}s left", finished=done == total,
+                  logged=done // BUILD_CHUNK % max(1, total // BUILD_CHUNK // 10) == 0)
 
 
 def _remove_stale(folder, stem, keep):

@@ -19,6 +19,9 @@ import numpy
 
 from data.runtime import UserError, import_tensorflow
 
+# an experiment's folders that are not runs: the report, the experiment's logs, the adapted runs (a level
+# deeper, by family) and the benchmarks' figures
+NOT_RUNS = ("report", "logs", "adapted", "bench")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -45,6 +48,16 @@ def write_atomic(path, write):
             raise OSError(e.errno, e.strerror, path) from e
         raise
     return path
+
+
+def read_json(path, default=None):
+    """The JSON in path, or default where the file is missing or not JSON (a cache, a progress record: a
+    damaged one is rebuilt, never trusted)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
 
 
 def write_json_atomic(path, obj):
@@ -217,7 +230,7 @@ def list_runs(runs_dir, experiment):
         return good, broken
     for name in sorted(os.listdir(root)):
         folder = os.path.join(root, name)
-        if name.startswith(".") or not os.path.isdir(folder) or name in ("report", "logs", "adapted"):
+        if name.startswith(".") or not os.path.isdir(folder) or name in NOT_RUNS:
             continue
         try:
             good.append((folder, read_run(folder)))

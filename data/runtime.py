@@ -223,6 +223,15 @@ def label_count(text):
                                      "or all")
 
 
+def progress_line(line, finished, logged):
+    """A long job's progress on stderr: rewritten in place on a terminal; in a log file only the lines the
+    caller marks `logged` (about every tenth of the way) and the last."""
+    if sys.stderr.isatty():
+        print("\r" + line, end="\n" if finished else "", file=sys.stderr, flush=True)
+    elif finished or logged:
+        print(line, file=sys.stderr, flush=True)
+
+
 def configuration(parse_args, resolve_config, argv=(), settings=None):
     """A training command's configuration from its own flags (argv) and settings given by name in place of
     flags: how one command calls another (the learning curve calls both trainers). A name the command has

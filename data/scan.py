@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from data.layout import FAKE, LABEL_NAMES, REAL, Layout, find_layout  # noqa: F401  (REAL, FAKE: the labels)
-from data.runtime import UserError
+from data.runtime import UserError, progress_line
 from data.runs import write_json_atomic
 
 FORMATS = {"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"}  # MPO: camera JPEGs with extra frames
@@ -248,11 +248,8 @@ def _progress(done, total, label, started):
     if total < 200 or not (done % 100 == 0 or done == total):
         return
     rate = done / max(1e-9, time.time() - started)
-    line = f"{label}: {done:,}/{total:,} images, {rate:,.0f}/s, {(total - done) / rate:,.0f}s left"
-    if sys.stderr.isatty():
-        print("\r" + line, end="\n" if done == total else "", file=sys.stderr, flush=True)
-    elif done == total or done % max(100, total // 10 // 100 * 100) == 0:
-        print(line, file=sys.stderr, flush=True)
+    progress_line(f"{label}: {done:,}/{total:,} images, {rate:,.0f}/s, {(total - done) / rate:,.0f}s left",
+                  finished=done == total, logged=done % max(100, total // 10 // 100 * 100) == 0)
 
 
 def scan_folder(root, cache_path=None, workers=None, one_class_ok=False):

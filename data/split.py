@@ -8,13 +8,12 @@ content (the smallest sha256 in it), so it depends neither on listing order nor 
 import hashlib
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
 from data.runs import experiment_dir, write_json_atomic
-from data.runtime import UserError
+from data.runtime import UserError, progress_line
 from data.scan import HASH_SIDE, LABEL_NAMES, scan_folder
 
 SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
@@ -59,19 +58,19 @@ def hamming_pairs(hashes, threshold, closest=CLOSEST_SHOWN):
             i, j = np.nonzero(far >= kth if np.isfinite(kth) else np.isfinite(far))
             beyond.extend(zip((i + start).tolist(), (j + start).tolist(), ((bits - far[i, j]) // 2).astype(int).tolist()))
     if n >= PROGRESS_FROM:
-        print(f"{chr(13) if sys.stderr.isatty() else ''}near-copy comparison of {n:,} images: done in "
-              f"{time.time() - started:,.0f}s", file=sys.stderr, flush=True)
+        progress_line(f"near-copy comparison of {n:,} images: done in {time.time() - started:,.0f}s", finished=True,
+                      logged=True)
     beyond.sort(key=lambda t: (t[2], t[0], t[1]))
     return near, beyond[:closest]
 
 
 def _progress(done, n, started):
     """The all-pairs comparison's share done (rows near the end have fewer pairs left), on stderr."""
-    if done <= 0 or (not sys.stderr.isatty() and int(done * 10) == int((done - BLOCK * 2 / n) * 10)):
-        return  # in a log: about every tenth of the way
+    if done <= 0:
+        return
     left = (time.time() - started) * (1 - done) / done
-    print(f"{chr(13) if sys.stderr.isatty() else ''}near-copy comparison of {n:,} images: {done:.0%}, "
-          f"{left:,.0f}s left", end="" if sys.stderr.isatty() else "\n", file=sys.stderr, flush=True)
+    progress_line(f"near-copy comparison of {n:,} images: {done:.0%}, {left:,.0f}s left", finished=False,
+                  logged=int(done * 10) != int((done - BLOCK * 2 / n) * 10))  # in a log: about every tenth
 
 
 def cached_pairs(hashes, threshold, cache_dir=None):

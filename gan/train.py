@@ -43,7 +43,7 @@ from classifiers.registry import RESNET, augmentations, resnet_recipe
 from classifiers.runner import (Phase, Run, epochs_in_order, labelled_subset, prepare, record_header, train_run,
                                 training_steps)
 from data.pipeline import image_elements, select
-from data.runs import BrokenRun, experiment_dir, finished_run, read_run, write_atomic, write_json_atomic
+from data.runs import BrokenRun, experiment_dir, finished_run, read_json, read_run, write_atomic, write_json_atomic
 from data.runtime import (UserError, add_common_args, configuration, label_count, positive_int, run_main,
                           setup)
 from gan.config import PRESETS, R1_GAMMA, probe_features, recorded_config, resolve_config
@@ -143,13 +143,12 @@ def step0_quality(work, gan, judge, cfg):
     """KID of the untrained generator: the ceiling. Measured before the first step and kept in the work
     folder, so a resumed run reads the very figure its start measured."""
     path = os.path.join(work, "quality_step0.json")
-    try:
-        with open(path) as f:
-            return {k: tuple(v) for k, v in json.load(f).items()}
-    except (OSError, ValueError):
-        ceiling = judge.kid_of(sample(gan.ema_generator, cfg.latent_dim, seed=cfg.seed))
-        write_json_atomic(path, ceiling)
-        return ceiling
+    kept = read_json(path)
+    if kept is not None:
+        return {k: tuple(v) for k, v in kept.items()}
+    ceiling = judge.kid_of(sample(gan.ema_generator, cfg.latent_dim, seed=cfg.seed))
+    write_json_atomic(path, ceiling)
+    return ceiling
 
 
 class StepBudget:

@@ -54,6 +54,8 @@ def test_the_curve_trains_each_point_once_and_reports_it(tiny_faces, tmp_path, c
 
     assert report.main(["--runs-dir", runs, "--no-timing", "--no-saliency"]) == 0
     assert "## Learning curve" in open(os.path.join(exp, "report", "report.md")).read()
+    skipped = json.load(open(os.path.join(exp, "report", "metrics.json")))["skipped"]
+    assert not skipped, skipped  # the bench/ folder the curve wrote is not a broken run
 
 
 def test_a_recipe_the_curve_does_not_know_is_named(tmp_path, capsys):

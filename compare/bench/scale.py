@@ -33,7 +33,7 @@ from classifiers.registry import detector_run
 from classifiers.runner import prepare
 from classifiers.train import config
 from data.pipeline import make_dataset
-from data.runs import write_json_atomic
+from data.runs import read_json, write_json_atomic
 from data.runtime import cpu_flags, run_main, setup
 
 SET_SIZE = 256
@@ -71,12 +71,8 @@ def _write_chunk(job):
 def write_set(dest, n, seed=0, log=print):
     """The N-image set in dest (kept: written again only if N, the seed or the recipe changed); seconds taken."""
     want = {"images": n, "seed": seed, "size": SET_SIZE, "version": SET_VERSION}
-    try:
-        with open(os.path.join(dest, MARKER)) as f:
-            if json.load(f) == want:
-                return 0.0
-    except (OSError, ValueError):
-        pass
+    if read_json(os.path.join(dest, MARKER)) == want:
+        return 0.0
     shutil.rmtree(dest, ignore_errors=True)
     for label in ("Real", "Fake"):
         os.makedirs(os.path.join(dest, label))
