@@ -38,7 +38,7 @@ from classifiers.metrics import roc_auc
 from classifiers.models import compile_detector
 from classifiers.predict import outputs, probabilities
 from classifiers.runner import Run, SplitData, train_run
-from data.pipeline import load_images, load_split
+from data.pipeline import load_images, load_split, resize_mode_of
 from data.runs import BrokenRun, check_name, experiment_dir, finished_run, read_run
 from data.runtime import (DEFAULT_SEED, PRECISIONS, CommandConfig, UserError, positive_int, run_main, setting,
                           setup)
@@ -319,7 +319,7 @@ def source_config(args, source_dir, info, family):
                       features=args.features if args.method != "finetune" else "source", gan_run=gan_dir,
                       gan_created=gan_info.get("created", ""), gan_block=block, reals=args.reals,
                       replay_per_class=args.replay_per_class, tune=args.tune, epochs=args.epochs,
-                      image_size=int(info["image_size"]), resize_mode=info.get("resize_mode", "resize"),
+                      image_size=int(info["image_size"]), resize_mode=resize_mode_of(info),
                       seed=args.seed, precision=args.precision, runs_dir=os.path.join(exp, ADAPTED),
                       experiment=family, data_dir=os.path.abspath(args.data_dir), strict=args.strict,
                       retrain=args.retrain, source_created=info["created"])

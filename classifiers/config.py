@@ -9,6 +9,7 @@ import os
 from typing import Mapping, Optional
 
 from classifiers.registry import DETECTORS
+from data.pipeline import RESIZE
 from data.runtime import CommandConfig, setting
 
 PRESETS = {
@@ -27,15 +28,15 @@ STRATEGIES = ("none", "mirrored", "multiworker")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DetectorConfig(CommandConfig):
     model: str = "baseline"  # a name in classifiers.registry.DETECTORS, or hpsearch
-    preset: str = "quick"
-    image_size: int = 64
-    resize_mode: str = "resize"  # squash each face to the input size, or cut its centre at full detail
-    epochs: int = 8
-    batch_size: int = 32
+    preset: str = "quick"  # PRESETS: the fields below without a default are the preset's (from_preset)
+    image_size: int
+    resize_mode: str = RESIZE  # squash each face to the input size, or cut its centre at full detail
+    epochs: int
+    batch_size: int
     # the search (hpsearch): its budget (a larger one extends a finished search) and its tuner
-    max_trials: int = setting(30, roles=("search",), extends=True)
-    search_epochs: int = setting(12, roles=("search",))
-    search_minutes: Optional[float] = setting(15, roles=("search",), extends=True)
+    max_trials: int = setting(roles=("search",), extends=True)
+    search_epochs: int = setting(roles=("search",))
+    search_minutes: Optional[float] = setting(roles=("search",), extends=True)
     tuner: str = setting("hyperband", roles=("search",))
     # labelled training images used (data.runtime.label_count: a count or a fraction); None: all of them
     labels: Optional[str] = None
@@ -58,9 +59,10 @@ class DetectorConfig(CommandConfig):
         return dict(out, **{o.name: (self.options.get(o.name, o.default), o.default) for o in own})
 
     @classmethod
-    def from_preset(cls, preset="quick", **settings):
-        """The preset's values, overridden by settings (None leaves the preset's value)."""
-        values = dict(PRESETS[preset], preset=preset)
+    def from_preset(cls, preset=None, **settings):
+        """The preset's values (the default preset's where None), overridden by settings (None leaves the
+        preset's value)."""
+        values = dict(PRESETS[preset or cls.preset], preset=preset or cls.preset)
         values.update({k: v for k, v in settings.items() if v is not None})
         values["runs_dir"] = os.path.abspath(values.get("runs_dir", cls.runs_dir))
         return cls(**values)

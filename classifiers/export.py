@@ -22,6 +22,7 @@ import time
 import keras
 
 from classifiers.predict import load_detector
+from data.pipeline import RESIZE, resize_mode_of
 from data.runs import BrokenRun, read_run, write_json_atomic
 from data.runtime import UserError, import_tensorflow, run_main
 
@@ -77,9 +78,9 @@ def description(info, run_dir, fmt):
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "input": {"name": INPUT_NAME, "shape": [None, int(info["image_size"]), int(info["image_size"]), 3],
                   "dtype": "float32", "range": [0, 255], "channels": "RGB",
-                  "resize_mode": info.get("resize_mode", "resize"),
-                  "resize": "centre square, then bilinear to the input size" if info.get("resize_mode", "resize")
-                            == "resize" else "centre square, then its central input-size crop"},
+                  "resize_mode": resize_mode_of(info),
+                  "resize": "centre square, then bilinear to the input size" if resize_mode_of(info) == RESIZE
+                            else "centre square, then its central input-size crop"},
         "output": {"name": OUTPUT_NAME, "meaning": "P(fake), one float per face; label 1 = fake"},
         "threshold": float(info.get("threshold") or 0.5),  # chosen on the validation split
         "validation_auc": validation.get("auc"),

@@ -13,7 +13,7 @@ import numpy as np
 
 from classifiers import saliency
 from classifiers.layers import load_model_safely
-from data.pipeline import fit_square
+from data.pipeline import fit_square, resize_mode_of
 from data.runs import BrokenRun, read_run
 from data.runtime import UserError, import_tensorflow, run_main
 from data.scan import BadImage, _is_system_file, list_files, read_rgb
@@ -81,7 +81,7 @@ def predict_files(model, info, files, tta=False, saliency_dir=None):
     write each image's SmoothGrad figure there (classifiers/saliency.py), named after the image."""
     figure_names = set()  # two images of one name in different folders get NAME and NAME-2
 
-    size, mode = int(info["image_size"]), info.get("resize_mode", "resize")
+    size, mode = int(info["image_size"]), resize_mode_of(info)
     for start in range(0, len(files), BATCH):
         chunk = files[start:start + BATCH]
         arrays, results = [], []

@@ -20,8 +20,8 @@ from classifiers.runner import labelled_subset, make_strategy, prepare, train_ru
 from classifiers.search import search_and_retrain
 from data.pipeline import AUGMENTATIONS, RESIZE_MODES
 from data.runs import experiment_dir, finished_run
-from data.runtime import (UserError, add_common_args, configuration, label_count, positive_int, run_main,
-                          setup)
+from data.runtime import (UserError, add_common_args, configuration, default_of, label_count, positive_int,
+                          run_main, setup)
 
 SEARCH = "hpsearch"
 
@@ -29,16 +29,16 @@ SEARCH = "hpsearch"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m classifiers.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=tuple(DETECTORS) + (SEARCH,), default="baseline",
+    p.add_argument("--model", choices=tuple(DETECTORS) + (SEARCH,), default=default_of(DetectorConfig, "model"),
                    help="; ".join(f"{name}: {d.help}" for name, d in DETECTORS.items())
                    + f"; {SEARCH}: a keras-tuner search over CNNs")
     for option, models in detector_options().values():  # each detector's own settings, from its registry entry
         p.add_argument(option.flag, dest=option.name, type=option.type, choices=option.choices,
                        help=f"with --model {' or '.join(models)}: {option.help} (default: {option.default})")
     add_common_args(p)
-    p.add_argument("--preset", choices=tuple(PRESETS), default="quick")
+    p.add_argument("--preset", choices=tuple(PRESETS), default=default_of(DetectorConfig, "preset"))
     p.add_argument("--image-size", type=positive_int, help="input side in pixels (preset decides by default)")
-    p.add_argument("--resize-mode", choices=RESIZE_MODES, default="resize",
+    p.add_argument("--resize-mode", choices=RESIZE_MODES, default=default_of(DetectorConfig, "resize_mode"),
                    help="squash each face to the input size, or cut its centre at full detail")
     p.add_argument("--augment", type=augment_list, metavar="LIST",
                    help=f"train with these perturbations instead of the detector's own: a comma list of "
@@ -52,11 +52,11 @@ def parse_args(argv=None):
     p.add_argument("--search-epochs", type=positive_int,
                    help="epochs of the longest trial (hpsearch); the winner is retrained this long unless --epochs")
     p.add_argument("--search-minutes", type=float, help="stop starting new trials after this long (hpsearch)")
-    p.add_argument("--tuner", choices=TUNERS, default="hyperband")
+    p.add_argument("--tuner", choices=TUNERS, default=default_of(DetectorConfig, "tuner"))
     p.add_argument("--retrain", action="store_true",
                    help="train again and replace a finished run of this model (else it is kept, or a run of "
                         "another configuration is an error)")
-    p.add_argument("--strategy", choices=STRATEGIES, default="none",
+    p.add_argument("--strategy", choices=STRATEGIES, default=default_of(DetectorConfig, "strategy"),
                    help="tf.distribute: mirrored (devices of one machine) or multiworker (TF_CONFIG)")
     return p.parse_args(argv)
 

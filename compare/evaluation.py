@@ -19,7 +19,7 @@ from compare import metrics as M, perturb
 from compare.timing import latency
 from data.cache import cached_split
 from data.layout import find_layout
-from data.pipeline import load_images, load_split
+from data.pipeline import load_images, load_split, resize_mode_of
 from data.runs import BrokenRun, list_runs
 from data.runtime import UserError
 from data.scan import scan_folder
@@ -46,7 +46,7 @@ class Detector:
 
     @property
     def resize_mode(self):
-        return self.info.get("resize_mode", "resize")
+        return resize_mode_of(self.info)
 
 
 @dataclass

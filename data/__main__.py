@@ -8,7 +8,7 @@ import os
 import sys
 
 from data.cache import cache_folder, cached_split
-from data.pipeline import RESIZE_MODES
+from data.pipeline import RESIZE, RESIZE_MODES
 from data.runs import experiment_dir, write_json_atomic
 from data.runtime import DATA_DIR_ENV, DEFAULT_RUNS_DIR, RUNS_DIR_ENV, positive_int, run_main
 from data.scan import scan_folder
@@ -35,7 +35,7 @@ def main(argv=None):
     parser.add_argument("--experiment", help="also write (or reuse) this experiment's split (runs/NAME/split.json)")
     parser.add_argument("--decode", type=positive_int, nargs="+", metavar="SIZE", default=(),
                         help="with --experiment: decode its train, val and test images at these sizes into its cache")
-    parser.add_argument("--resize-mode", choices=RESIZE_MODES, default="resize", help="how --decode fits a face")
+    parser.add_argument("--resize-mode", choices=RESIZE_MODES, default=RESIZE, help="how --decode fits a face")
     args = parser.parse_args(argv)
     if args.decode and not args.experiment:
         parser.error("--decode needs --experiment (the cache belongs to an experiment's split)")

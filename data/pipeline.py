@@ -18,6 +18,12 @@ from data.runtime import UserError, import_tensorflow
 from data.scan import BadImage, read_rgb
 
 RESIZE_MODES = ("resize", "crop")  # squash the whole face to the input size, or cut its centre at full detail
+RESIZE = RESIZE_MODES[0]  # the default: what a run recorded before the setting existed was made with
+
+
+def resize_mode_of(info):
+    """The resize mode a run (its run.json) was trained with."""
+    return info.get("resize_mode", RESIZE)
 AUGMENTATIONS = ("flip", "shift", "jpeg", "blur", "resize")
 AUGMENT_PROBABILITY = 0.3  # of each perturbation (flip is always 50 / 50)
 JPEG_QUALITY = (50, 95)
@@ -27,7 +33,7 @@ SHIFT_FRACTION = 0.125  # of the side: faces are roughly aligned, so small shift
 READ_BATCH = 64  # images read from a decode cache (data.cache) at a time
 
 
-def fit_square(img, size, mode="resize"):
+def fit_square(img, size, mode=RESIZE):
     """Centre-crop to a square, then resize (mode 'resize') or cut the central size x size ('crop')."""
     w, h = img.size
     side = min(w, h)
@@ -55,7 +61,7 @@ def _load_one(args):
     return np.asarray(fit_square(img, size, mode), dtype=np.uint8), None
 
 
-def load_images(paths, image_size, mode="resize", expected_sha=None, workers=None, transform=None):
+def load_images(paths, image_size, mode=RESIZE, expected_sha=None, workers=None, transform=None):
     """Decode files to a uint8 array (N, size, size, 3). Returns (array, kept indices, [(path, reason)]).
 
     transform, if given, is applied to each full-size RGB Pillow image before it is resized (used to
@@ -76,7 +82,7 @@ def load_images(paths, image_size, mode="resize", expected_sha=None, workers=Non
     return out[:len(kept)], kept, failed
 
 
-def load_split(manifest, split, image_size, mode="resize", transform=None):
+def load_split(manifest, split, image_size, mode=RESIZE, transform=None):
     """Images and labels (float32, 1 = fake) of one side of the split, decoded and resized once."""
     files = [f for f in manifest["files"] if f["split"] == split]
     root = manifest["data_dir"]

@@ -223,6 +223,12 @@ def label_count(text):
                                      "or all")
 
 
+def default_of(config_class, name):
+    """A configuration field's default: what a flag defaults to, written once, beside the field."""
+    field = {f.name: f for f in dataclasses.fields(config_class)}[name]
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
+
+
 def progress_line(line, finished, logged):
     """A long job's progress on stderr: rewritten in place on a terminal; in a log file only the lines the
     caller marks `logged` (about every tenth of the way) and the last."""

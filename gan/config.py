@@ -10,6 +10,7 @@ import os
 from typing import Optional
 
 from classifiers.registry import RESNET_EPOCHS
+from data.pipeline import RESIZE
 from data.runtime import CommandConfig, DEFAULT_SEED, UserError, setting
 from gan.augment import OPERATIONS
 from gan.models import LATENT_DIM, _doublings
@@ -77,7 +78,7 @@ class GanConfig(CommandConfig):
     # R1 gradient penalty on real faces; R1_GAMMA[discriminator] unless given
     r1_gamma: float = setting(0.0, roles=STAGES, added_later=0.0)
     gan_data: str = setting("real", roles=STAGES)
-    latent_dim: int = setting(128, roles=STAGES)  # gan.models.LATENT_DIM (resolve_config sets it from there)
+    latent_dim: int = setting(LATENT_DIM, roles=STAGES)  # the generator's input (gan.models)
     preset: str = setting("quick", roles=STAGES)
     # stage 2, the detectors fine-tuned from its discriminator
     head_epochs: int = setting(roles=FINETUNE)
@@ -98,7 +99,7 @@ class GanConfig(CommandConfig):
     @property
     def resize_mode(self):
         """The GAN draws whole faces, so its data (and its detectors') are squashed to size, never cropped."""
-        return "resize"
+        return RESIZE
 
     @property
     def augment_policy(self):
@@ -136,6 +137,6 @@ def resolve_config(args):
     values["gan_steps"] = -(-values["gan_steps"] // values["sample_every"]) * values["sample_every"]  # whole rounds
     return GanConfig(**dict(
         values, diffaugment=",".join(policy) or "none", preset=args.preset, stage=args.stage, retrain=args.retrain,
-        gan_data=args.gan_data, latent_dim=LATENT_DIM, seed=args.seed, precision=args.precision,
+        gan_data=args.gan_data, seed=args.seed, precision=args.precision,
         runs_dir=os.path.abspath(args.runs_dir), experiment=args.experiment, data_dir=args.data_dir,
         strict=args.strict, split=args.split, inception_weights=args.inception_weights, labels=args.labels))

@@ -44,9 +44,9 @@ from classifiers.runner import (Phase, Run, epochs_in_order, labelled_subset, pr
                                 training_steps)
 from data.pipeline import image_elements, select
 from data.runs import BrokenRun, experiment_dir, finished_run, read_json, read_run, write_atomic, write_json_atomic
-from data.runtime import (UserError, add_common_args, configuration, label_count, positive_int, run_main,
-                          setup)
-from gan.config import PRESETS, R1_GAMMA, probe_features, recorded_config, resolve_config
+from data.runtime import (UserError, add_common_args, configuration, default_of, label_count, positive_int,
+                          run_main, setup)
+from gan.config import PRESETS, R1_GAMMA, GanConfig, probe_features, recorded_config, resolve_config
 from gan.dcgan import DCGAN, SampleGrid
 from gan.label_free import ONE_CLASS, ZERO_SHOT, label_free_runs
 from gan.models import DISCRIMINATORS, build_discriminator, build_generator, build_trunk, probe_trunk_of, trunk_of
@@ -64,8 +64,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m gan.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
-    p.add_argument("--preset", choices=tuple(PRESETS), default="quick")
-    p.add_argument("--stage", choices=("all", "gan", "finetune"), default="all")
+    p.add_argument("--preset", choices=tuple(PRESETS), default=default_of(GanConfig, "preset"))
+    p.add_argument("--stage", choices=("all", "gan", "finetune"), default=default_of(GanConfig, "stage"))
     p.add_argument("--image-size", type=positive_int, help="64 (default) or 128; any power of two >= 16")
     p.add_argument("--gan-steps", type=positive_int, help="GAN optimizer steps (rounded up to whole rounds)")
     p.add_argument("--gan-minutes", type=float,
@@ -75,7 +75,7 @@ def parse_args(argv=None):
     p.add_argument("--sample-every", type=positive_int,
                    help="steps per round: a sample grid, a quality figure and a checkpoint after each")
     p.add_argument("--gan-batch-size", type=positive_int)
-    p.add_argument("--gan-data", choices=("real", "all"), default="real",
+    p.add_argument("--gan-data", choices=("real", "all"), default=default_of(GanConfig, "gan_data"),
                    help="train the GAN on the training split's real images (default) or on all of them")
     p.add_argument("--diffaugment", help="DiffAugment policy, e.g. color,translation,cutout; 'none' to switch off")
     p.add_argument("--ema-decay", type=float, help="generator weight averaging per step, 0 for none (e.g. 0.999)")
@@ -83,7 +83,7 @@ def parse_args(argv=None):
     p.add_argument("--instance-noise", type=float, help="std of noise on D's inputs, e.g. 0.1")
     p.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction,
                    help="spectral normalisation in D instead of BatchNorm (preset decides by default)")
-    p.add_argument("--discriminator", choices=DISCRIMINATORS, default="dcgan",
+    p.add_argument("--discriminator", choices=DISCRIMINATORS, default=default_of(GanConfig, "discriminator"),
                    help="dcgan (Radford et al.'s, default) or resnet (the resnet detector recipe's network, trained "
                         "with the R1 penalty, fine-tuned with the resnet recipe); its runs are named dcgan-resnet-*")
     p.add_argument("--r1-gamma", type=float, help="R1 gradient penalty weight (default: 0 for dcgan, "

@@ -28,7 +28,7 @@ def test_a_label_subset_is_balanced_nested_per_seed_and_leaves_validation_alone(
     from classifiers.config import DetectorConfig
     from classifiers.runner import labelled_subset, prepare
 
-    cfg = DetectorConfig(data_dir=tiny_faces, runs_dir=str(tmp_path / "runs"), image_size=16)
+    cfg = DetectorConfig.from_preset(data_dir=tiny_faces, runs_dir=str(tmp_path / "runs"), image_size=16)
     data = prepare(cfg, log=lambda line: None)
     small, large = (labelled_subset(data, n, seed=1, log=lambda line: None) for n in ("6", "12"))
     assert sorted(small.train[1].tolist()) == [0] * 3 + [1] * 3 and len(large.train[1]) == 12

@@ -141,3 +141,23 @@ def test_imports_are_at_the_top_but_for_the_lazy_few():
 def test_the_import_rule_catches_a_hidden_import():
     tree = ast.parse("import os\n\ndef f():\n    import json\n    from data.runs import read_run\n    return json\n")
     assert imports_in_functions(tree) == [(4, "json"), (5, "data.runs")]
+
+
+def test_a_command_without_flags_is_its_configurations_defaults_and_a_setting_without_a_flag_is_refused():
+    import dataclasses
+
+    import pytest
+
+    from classifiers import train as detector_cli
+    from classifiers.config import DetectorConfig
+    from gan import train as gan_cli
+    from gan.config import GanConfig
+
+    cfg = detector_cli.config([])
+    assert cfg == dataclasses.replace(DetectorConfig.from_preset(), runs_dir=cfg.runs_dir, data_dir=cfg.data_dir)
+    gan = gan_cli.config([])
+    for name in ("preset", "stage", "gan_data", "discriminator", "latent_dim", "seed", "precision"):
+        assert getattr(gan, name) == getattr(GanConfig, name), name
+    assert gan_cli.config(seeds=2, labels="50").labels == "50"
+    with pytest.raises(TypeError, match="no setting 'gan_stepz'"):
+        gan_cli.config(gan_stepz=10)

@@ -41,7 +41,7 @@ def build_recipe(name, image_size, epochs, steps_per_epoch):
     """(compiled model, augmentations, mixup) of a recipe: the study's original CNN, or a registered detector."""
     if name == "original":
         return build_cnn(image_size, (32, 64, 128), name="original"), (), 0.0
-    detector, cfg = DETECTORS[name], DetectorConfig(model=name, image_size=image_size, epochs=epochs)
+    detector, cfg = DETECTORS[name], DetectorConfig.from_preset(model=name, image_size=image_size, epochs=epochs)
     hp = detector.hyperparameters(cfg)
     model = detector.recipe(detector.build(cfg, hp), hp, steps_per_epoch, epochs)
     return model, augmentations(hp.get("augment")), hp.get("mixup", 0.0)

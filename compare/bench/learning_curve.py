@@ -22,6 +22,7 @@ from classifiers.registry import DETECTORS
 from compare.learning_curve import FILE, markdown
 from compare.seeds import mean_sd, paired_interval
 from data.cache import FOLDER, cached_split
+from data.pipeline import resize_mode_of
 from data.runs import experiment_dir, read_run, write_atomic, write_json_atomic
 from data.runtime import UserError, import_tensorflow
 from data.split import load_manifest
@@ -70,7 +71,7 @@ def judge(exp_dir, manifest, recipes, labels, seeds):
             for seed in seeds:
                 folder = os.path.join(exp_dir, f"{recipe}-labels{count}.seed{seed}")
                 info = read_run(folder)
-                key = (int(info["image_size"]), info.get("resize_mode", "resize"))
+                key = (int(info["image_size"]), resize_mode_of(info))
                 if key not in tests:
                     tests[key] = cached_split(manifest, "test", *key, os.path.join(exp_dir, FOLDER))[:2]
                 x, y = tests[key]
