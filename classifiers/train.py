@@ -92,13 +92,9 @@ def augment_list(text):
 
 
 def resolve_config(args):
-    cfg = DetectorConfig.from_preset(
-        args.preset, model=args.model, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-        max_trials=args.max_trials, search_epochs=args.search_epochs, search_minutes=args.search_minutes,
-        resize_mode=args.resize_mode, tuner=args.tuner, strategy=args.strategy, seed=args.seed,
-        precision=args.precision, runs_dir=args.runs_dir, experiment=args.experiment, data_dir=args.data_dir,
-        strict=args.strict, split=args.split, retrain=args.retrain, augment=args.augment, labels=args.labels,
-        options=own_options(args, DETECTORS.get(args.model)))
+    # every field has its flag of the same name (a flag left out is None: the preset's or the field's default)
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(DetectorConfig) if f.name != "options"}
+    cfg = DetectorConfig.from_preset(**settings, options=own_options(args, DETECTORS.get(args.model)))
     detector = DETECTORS.get(args.model)
     if (args.augment is not None or args.labels is not None) and detector is None:
         raise UserError(f"--augment and --labels are for a registered detector, not the search ({SEARCH})")
