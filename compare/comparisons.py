@@ -76,7 +76,7 @@ def planned(models, results, grouped):
     out = [dict(compare_recipes(a, b, grouped, models, results), kind="against its control") for a, b in controls]
     ranked = [r for r in recipe_rows(models, grouped) if r["recipe"] != ENSEMBLE]
     if len(ranked) > 1:
-        best = ranked[0]["recipe"]  # a pair already judged as discriminator and control is not judged twice
+        best = ranked[0]["recipe"]  # a pair already judged as variant and control is not judged twice
         out += [dict(compare_recipes(r["recipe"], best, grouped, models, results), kind="against the best")
-                for r in ranked[1:] if (best, r["recipe"]) not in controls]
+                for r in ranked[1:] if (best, r["recipe"]) not in controls and (r["recipe"], best) not in controls]
     return out
