@@ -362,18 +362,25 @@ class VariantRun(Run):
     (dcgan-discriminator), or still the head alone (a probe)."""
 
     def __init__(self, cfg, name, variant, gan_dir, gan_info, train_images):
-        pretrained = variant.pretrained
-        hp = {"trunk": "GAN discriminator" if pretrained else "random init", "trunk_trained": variant.trunk_trained,
-              "variant": variant.name, "head_epochs": cfg.head_epochs, "head_learning_rate": HEAD_LEARNING_RATE,
-              "finetune_learning_rate": variant.learning_rate, "dropout": HEAD_DROPOUT,
-              "gan_run": cfg.gan_name if pretrained else None,
-              "probe_features": cfg.probe_features if variant.reads_probe_features else None}
-        warmup = Phase("the head alone" if pretrained else "the whole network", cfg.head_epochs, HEAD_LEARNING_RATE,
-                       trunk_trainable(not pretrained))
-        super().__init__(name, hp, cfg.finetune_epochs, warmup=(warmup,),
-                         extra=gan_note(gan_info) if pretrained else None)
+        super().__init__(name, self.recipe_hyperparameters(cfg, variant), cfg.finetune_epochs,
+                         extra=gan_note(gan_info) if variant.pretrained else None, **self.recipe_phases(cfg, variant))
         self.cfg, self.variant, self.gan_dir, self.gan_info = cfg, variant, gan_dir, gan_info
         self.train_images = train_images
+
+    @staticmethod
+    def recipe_hyperparameters(cfg, variant):
+        pretrained = variant.pretrained
+        return {"trunk": "GAN discriminator" if pretrained else "random init", "trunk_trained": variant.trunk_trained,
+                "variant": variant.name, "head_epochs": cfg.head_epochs, "head_learning_rate": HEAD_LEARNING_RATE,
+                "finetune_learning_rate": variant.learning_rate, "dropout": HEAD_DROPOUT,
+                "gan_run": cfg.gan_name if pretrained else None,
+                "probe_features": cfg.probe_features if variant.reads_probe_features else None}
+
+    @staticmethod
+    def recipe_phases(cfg, variant):
+        """The warm-up (and perturbations) of the recipe: the head alone on a pretrained trunk, else everything."""
+        return {"warmup": (Phase("the head alone" if variant.pretrained else "the whole network", cfg.head_epochs,
+                                 HEAD_LEARNING_RATE, trunk_trainable(not variant.pretrained)),)}
 
     def trunk(self):
         return variant_trunk(self.variant, self.gan_dir, self.gan_info, self.cfg.probe_features)
@@ -392,15 +399,19 @@ class ResnetVariantRun(VariantRun):
     (dcgan-resnet-discriminator), or from random weights with no warm-up (dcgan-resnet-scratch: the network and
     recipe of `classifiers.train --model resnet`)."""
 
-    def __init__(self, cfg, name, variant, gan_dir, gan_info, train_images):
-        super().__init__(cfg, name, variant, gan_dir, gan_info, train_images)
+    @staticmethod
+    def recipe_hyperparameters(cfg, variant):
         pretrained = variant.pretrained
-        self.hyperparameters = dict(RESNET, trunk="GAN discriminator" if pretrained else "random init",
-                                    variant=variant.name, head_epochs=cfg.head_epochs if pretrained else 0,
-                                    head_learning_rate=HEAD_LEARNING_RATE, gan_run=cfg.gan_name if pretrained else None)
-        self.warmup = ((Phase("the head alone", cfg.head_epochs, HEAD_LEARNING_RATE, trunk_trainable(False)),)
-                       if pretrained else ())
-        self.augment, self.mixup = augmentations(RESNET["augment"]), RESNET["mixup"]
+        return dict(RESNET, trunk="GAN discriminator" if pretrained else "random init", variant=variant.name,
+                    head_epochs=cfg.head_epochs if pretrained else 0, head_learning_rate=HEAD_LEARNING_RATE,
+                    gan_run=cfg.gan_name if pretrained else None)
+
+    @staticmethod
+    def recipe_phases(cfg, variant):
+        """The head alone first on a pretrained trunk, none from random weights; the recipe's perturbations."""
+        warmup = ((Phase("the head alone", cfg.head_epochs, HEAD_LEARNING_RATE, trunk_trainable(False)),)
+                  if variant.pretrained else ())
+        return {"warmup": warmup, "augment": augmentations(RESNET["augment"]), "mixup": RESNET["mixup"]}
 
     def trunk(self):
         return variant_trunk(self.variant, self.gan_dir, self.gan_info, None)
