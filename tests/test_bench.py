@@ -125,3 +125,28 @@ def test_the_machine_figures_name_the_cpu_and_the_precision_and_what_the_quick_g
                                                    "amx_tile") if f in flags]
     assert f"quick GAN, training steps/s (64 px, batch 32, DiffAugment) | {r['gan_steps_per_s']:.2f}" in proc.stdout
     assert "oneDNN capped (ONEDNN_MAX_CPU_ISA=AVX2)" in proc.stdout
+
+
+def test_the_machine_clock_counts_the_steps_not_fits_set_up_or_teardown():
+    """fit() builds and tears down its dataset iterator around the steps (the teardown of a repeated dataset
+    took 0 or 2 s at random); the machine benchmark's rate must not depend on either."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from compare.bench.machine import timed_fit
+
+    class SlowEnds(keras.Sequential):  # a second of set-up before every fit's steps and of teardown after
+        def fit(self, *args, **kwargs):
+            time.sleep(1.0)
+            history = super().fit(*args, **kwargs)
+            time.sleep(1.0)
+            return history
+
+    model = SlowEnds([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x = np.zeros((8, 4), np.float32)
+    started = time.perf_counter()
+    rate = timed_fit(model, tf.data.Dataset.from_tensor_slices((x, x)).batch(4).repeat(), 1, 5)
+    assert time.perf_counter() - started > 4  # both fits paid their slow ends
+    assert rate > 5 / 1.0  # the five steps alone take far less than the second either end took

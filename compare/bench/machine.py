@@ -8,6 +8,7 @@ each on random faces in memory after a warm-up, beside the CPU's flags, the prec
 import os
 import time
 
+import keras
 import numpy as np
 
 from classifiers.config import DetectorConfig
@@ -27,12 +28,25 @@ def cpu_description():
             "onednn_cap": capped, "date": time.strftime("%Y-%m-%d")}
 
 
+class StepClock(keras.callbacks.Callback):
+    """When the first step began and the last one ended: the steps alone. A fit() also builds and tears down
+    its dataset iterator; the teardown of a repeated dataset took 0 or 2 s at random, which made a minute's
+    measurement look like a machine whose speed jumps between two values."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0:
+            self.began = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ended = time.perf_counter()
+
+
 def timed_fit(model, dataset, warmup, steps):
     """Steps per second of model.fit over `steps` steps, after `warmup` steps (tracing, buffers)."""
     model.fit(dataset, steps_per_epoch=warmup, epochs=1, verbose=0, shuffle=False)
-    started = time.perf_counter()
-    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
-    return steps / (time.perf_counter() - started)
+    clock = StepClock()
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False, callbacks=[clock])
+    return steps / (clock.ended - clock.began)
 
 
 def gan_rate(precision, warmup, steps, seed=0):
