@@ -8,7 +8,7 @@ layers and still refuses everything else. A new layer goes here, with get_config
 from data.runs import BrokenRun
 from data.runtime import import_tensorflow
 
-import_tensorflow()  # TensorFlow's start-up noise silenced before Keras imports it
+tf = import_tensorflow()  # TensorFlow's start-up noise silenced before Keras imports it
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
@@ -37,6 +37,37 @@ class LogSpectrum(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """keras.layers.BatchNormalization whose training step is one TensorFlow operation (FusedBatchNormV3:
+    oneDNN's batch normalisation on a CPU, with its fused gradient).
+
+    Keras 3 normalises a training batch in a dozen elementwise operations (moments, scale and shift, in
+    float32 with casts either side under mixed bfloat16), each again in the backward pass; on a detector's
+    64 px activations they took longer than its convolutions' forward pass (docs/results.md, "Where a step's
+    time goes"). Same weights, same moving statistics (the operation's unbiased batch variance is turned back
+    into the biased one Keras keeps), the same arithmetic up to rounding. Inference, masks and Keras's other
+    options (renorm, synchronized, an axis other than the channels of a 4-D input) take Keras's own path."""
+
+    def call(self, inputs, training=None, mask=None):
+        fused = (training and self.trainable and mask is None and not self.renorm and not self.synchronized
+                 and len(inputs.shape) == 4 and self.axis in (-1, 3))
+        if not fused:
+            return super().call(inputs, training=training, mask=mask)
+        channels = inputs.shape[-1]
+        scale = ops.cast(self.gamma, "float32") if self.scale else ops.ones((channels,), "float32")
+        offset = ops.cast(self.beta, "float32") if self.center else ops.zeros((channels,), "float32")
+        empty = tf.constant([], tf.float32)  # no running statistics in: a training batch brings its own
+        outputs, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=self.epsilon,
+            exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), tf.float32)
+        variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return ops.cast(outputs, self.compute_dtype)
 
 
 def load_model_safely(path):

@@ -6,6 +6,8 @@ Dense sigmoid) widened with the options the search explores: residual shortcuts,
 import keras
 from keras import layers
 
+from classifiers.layers import FusedBatchNormalization
+
 DEFAULT_FILTERS = (32, 64)
 DEFAULT_LEARNING_RATE = 1e-3
 DEFAULT_DROPOUT = 0.2
@@ -20,9 +22,9 @@ def conv_block(x, filters, residual=False, name="block"):
     """Conv(3x3) - BN - Conv(3x3) - BN - MaxPool, with an optional 1x1 projection shortcut."""
     shortcut = x
     x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_conv1")(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(x)
+    x = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(x)
     x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_conv2")(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(x)
+    x = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(x)
     if residual:
         shortcut = layers.Conv2D(filters, 1, padding="same", name=f"{name}_proj")(shortcut)
         x = layers.Add(name=f"{name}_add")([x, shortcut])
@@ -72,14 +74,14 @@ def residual_block(x, filters, stride=1, name="res"):
     """A ResNet basic block (He et al. 2016): two 3x3 convolutions, a projection shortcut where the shape changes."""
     shortcut = x
     y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
-    y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(y)
+    y = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(y)
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
     # zero-initialised last BN: every block starts as the identity, which steadies short runs (Goyal et al. 2017)
-    y = layers.BatchNormalization(momentum=BN_MOMENTUM, gamma_initializer="zeros", name=f"{name}_bn2")(y)
+    y = FusedBatchNormalization(momentum=BN_MOMENTUM, gamma_initializer="zeros", name=f"{name}_bn2")(y)
     if stride != 1 or x.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_proj")(x)
-        shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_proj_bn")(shortcut)
+        shortcut = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_proj_bn")(shortcut)
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, shortcut]))
 
 
@@ -105,7 +107,7 @@ def resnet_features(x, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), stem_stri
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     x = layers.Conv2D(widths[0], 3, strides=stem_stride, padding="same", use_bias=False, name="stem_conv")(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
+    x = FusedBatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for stage, (width, count) in enumerate(zip(widths, blocks)):
         for i in range(count):
