@@ -20,10 +20,6 @@ from data.scan import BadImage, read_rgb
 RESIZE_MODES = ("resize", "crop")  # squash the whole face to the input size, or cut its centre at full detail
 RESIZE = RESIZE_MODES[0]  # the default: what a run recorded before the setting existed was made with
 
-
-def resize_mode_of(info):
-    """The resize mode a run (its run.json) was trained with."""
-    return info.get("resize_mode", RESIZE)
 AUGMENTATIONS = ("flip", "shift", "jpeg", "blur", "resize")
 AUGMENT_PROBABILITY = 0.3  # of each perturbation (flip is always 50 / 50)
 JPEG_QUALITY = (50, 95)
@@ -31,6 +27,11 @@ BLUR_SIGMA = (0.3, 1.5)
 DOWNSCALE = (0.5, 0.9)
 SHIFT_FRACTION = 0.125  # of the side: faces are roughly aligned, so small shifts keep the face in view
 READ_BATCH = 64  # images read from a decode cache (data.cache) at a time
+
+
+def resize_mode_of(info):
+    """The resize mode a run (its run.json) was trained with."""
+    return info.get("resize_mode", RESIZE)
 
 
 def fit_square(img, size, mode=RESIZE):

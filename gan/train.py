@@ -215,14 +215,13 @@ class GanTraining(Run):
         (x, y), val = data.train, data.val
         self.cfg, self.reals, self.val_reals = cfg, select(x, y == 0), select(val[0], val[1] == 0)
         self.images = x if cfg.gan_data == "all" else self.reals
-        self.rounds = self.epochs
         self.judge = self.ceiling = self.budget = None
 
     def build(self):
         return make_gan(self.cfg)
 
     def fit(self, gan, cfg, data, strategy, work, progress, checkpoint, chief):
-        rounds = self.rounds
+        rounds = self.epochs
         print(f"{cfg.gan_name}: {cfg.gan_steps:,} steps ({rounds} rounds of {cfg.sample_every}"
               + (f", at most {cfg.gan_minutes:g} min" if cfg.gan_minutes else "") + f") on {len(self.images):,} "
               f"{'real ' if cfg.gan_data == 'real' else ''}training images at {cfg.image_size}px, "

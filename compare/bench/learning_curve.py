@@ -30,7 +30,6 @@ from gan import train as gan_train
 from gan.variants import VARIANTS, controls_from_random
 
 
-
 def known_recipes():
     """What the curve can train: the registry's detectors and the GAN's stage-2 variants (gan/variants.py)."""
     return tuple(DETECTORS) + tuple(VARIANTS)
