@@ -43,7 +43,7 @@ from data.runs import BrokenRun, check_name, experiment_dir, finished_run, read_
 from data.runtime import (DEFAULT_SEED, PRECISIONS, CommandConfig, UserError, positive_int, run_main, setting,
                           setup)
 from data.scan import scan_folder
-from data.split import balanced_subset, experiment_split, load_manifest, scan_cache_path
+from data.split import balanced_subset, experiment_split, load_manifest, require_both_classes, scan_cache_path
 
 METHODS = ("head", "novelty", "finetune")
 FEATURES = ("source", "gan", "both")  # what a head or novelty score reads: the source, the GAN's discriminator
@@ -167,7 +167,9 @@ def family_split(data_dir, family_root, family, source_manifest, strict=False):
         raise UserError(f"{data_dir} holds {len(shared)} file(s) of the source experiment's data "
                         f"(e.g. {shared[0][0]} = {shared[0][1]}): adapting on them would test on what the source "
                         "trained on; give a folder of the new family only")
-    return experiment_split(data_dir, family_root, family, strict=strict, log=lambda line: None)
+    manifest = experiment_split(data_dir, family_root, family, strict=strict, log=lambda line: None)
+    require_both_classes(manifest, f"--data-dir {data_dir}")
+    return manifest
 
 
 def decode(manifest, files, size, mode):

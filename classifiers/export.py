@@ -11,8 +11,13 @@ Both load with TensorFlow alone:
 The SavedModel computes exactly as the run does (its precision included), so its probabilities are
 classifiers.predict's. The TFLite model is converted from a float32 copy (TFLite has no bfloat16 kernels).
 Any finished detector run exports: supervised, fine-tuned, adapted and label-free alike.
+
+Nothing the kit did not write is ever replaced: an existing --out (or its JSON) is refused unless it is an
+earlier export of the same format (its JSON says so), and even that is replaced only with --force, or at the
+default place beside the run (RUN/export/), which belongs to the kit.
 """
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -23,11 +28,14 @@ import keras
 
 from classifiers.predict import load_detector
 from data.pipeline import RESIZE, resize_mode_of
-from data.runs import BrokenRun, read_run, write_json_atomic
+from data.runs import BrokenRun, read_json, read_run, write_json_atomic
 from data.runtime import UserError, import_tensorflow, run_main
 
 FORMATS = {"savedmodel": ".savedmodel", "tflite": ".tflite"}
 INPUT_NAME, OUTPUT_NAME = "faces", "p_fake"
+WRITTEN_BY = "classifiers.export"  # in every export's JSON: what marks a destination as the kit's own
+# what tf.saved_model / keras.export write into a SavedModel folder: a folder holding anything else is not one
+SAVEDMODEL_ENTRIES = {"saved_model.pb", "variables", "assets", "fingerprint.pb", "keras_metadata.pb"}
 
 
 def float32_copy(model):
@@ -72,6 +80,7 @@ def write_tflite(model, size, path):
 def description(info, run_dir, fmt):
     validation = info.get("validation") or {}
     return {
+        "written_by": WRITTEN_BY,
         "format": fmt,
         "model": info.get("model"),
         "run": os.path.abspath(run_dir),
@@ -90,9 +99,49 @@ def description(info, run_dir, fmt):
     }
 
 
-def export(run_dir, fmt, out=None):
+def earlier_export(out, fmt):
+    """The JSON of an earlier export in fmt at out (a SavedModel folder holding only what one holds, or a
+    TFLite file, with its JSON beside it), or None where out or its JSON is anything else."""
+    meta = read_json(out + ".json")
+    if not isinstance(meta, dict) or meta.get("format") != fmt or (meta.get("output") or {}).get("name") != OUTPUT_NAME \
+            or meta.get("written_by", WRITTEN_BY) != WRITTEN_BY or "exported" not in meta:
+        return None  # exports made before "written_by" existed carry the rest
+    if fmt == "savedmodel":
+        is_export = os.path.isdir(out) and not os.path.islink(out) and "saved_model.pb" in os.listdir(out) \
+            and set(os.listdir(out)) <= SAVEDMODEL_ENTRIES
+    else:
+        is_export = os.path.isfile(out) and not os.path.islink(out)
+    return meta if is_export else None
+
+
+def missing_folders(folder):
+    """The folders os.makedirs(folder) would create, deepest first."""
+    out = []
+    while folder and not os.path.isdir(folder):
+        out.append(folder)
+        folder = os.path.dirname(folder)
+    return out
+
+
+def check_destination(out, fmt, replace):
+    """UserError unless out may be written: nothing there, or an earlier export of fmt and replace allowed."""
+    taken = [p for p in (out, out + ".json") if os.path.lexists(p)]
+    if not taken:
+        return
+    earlier = earlier_export(out, fmt)
+    if earlier is None:
+        what = "a folder" if os.path.isdir(taken[0]) else "a file"
+        raise UserError(f"--out {taken[0]}: {what} that is not an earlier {fmt} export of this kit; nothing was "
+                        "written (name a new path)")
+    if not replace:
+        raise UserError(f"--out {out}: an earlier {fmt} export (of {earlier.get('run')}, {earlier.get('exported')}); "
+                        "--force replaces it")
+
+
+def export(run_dir, fmt, out=None, force=False):
     """Write the run's detector in fmt to out (default: beside the run, RUN/export/MODEL.EXT) and its JSON to
-    out's stem + .json. Nothing is written when it fails; an earlier export at out is replaced only at the end."""
+    out + .json. Nothing is written when it fails; an earlier export at out is replaced only at the end, and
+    only at the default place or with force (check_destination)."""
     if fmt not in FORMATS:
         raise UserError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if not os.path.isdir(run_dir):
@@ -104,18 +153,26 @@ def export(run_dir, fmt, out=None):
     if kind != "detector":
         raise UserError(f"--run {run_dir}: a {kind} run, not a detector (export a detector made from it)")
     model, info = load_detector(run_dir)
-    out = os.path.abspath(out or os.path.join(run_dir, "export", info["model"] + FORMATS[fmt]))
+    default = os.path.abspath(os.path.join(run_dir, "export", info["model"] + FORMATS[fmt]))
+    out = os.path.abspath(out) if out else default
+    check_destination(out, fmt, replace=force or out == default)
     meta = out + ".json"
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(out))
+    folder = os.path.dirname(out)
+    made = missing_folders(folder)
+    os.makedirs(folder, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".export-", dir=folder)
     try:
         staged = os.path.join(tmp, os.path.basename(out))
         (write_savedmodel if fmt == "savedmodel" else write_tflite)(model, int(info["image_size"]), staged)
-        if os.path.isdir(out):
-            shutil.rmtree(out)
+        if os.path.isdir(out):  # checked above: an earlier SavedModel export; moved aside, then dropped
+            os.replace(out, os.path.join(tmp, "earlier"))
         os.replace(staged, out)
+        made = []
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        for path in made:  # a failed export leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
     write_json_atomic(meta, description(info, run_dir, fmt))
     return out, meta
 
@@ -125,9 +182,12 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="a finished detector's run folder, e.g. runs/default/baseline")
     p.add_argument("--format", required=True, help="savedmodel or tflite")
-    p.add_argument("--out", help="where to write it (default: RUN/export/MODEL.savedmodel or .tflite)")
+    p.add_argument("--out", help="where to write it (default: RUN/export/MODEL.savedmodel or .tflite); an existing "
+                                 "path is refused unless it is an earlier export (then see --force)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier export of this format at --out (anything else there is never replaced)")
     args = p.parse_args(argv)
-    out, meta = export(args.run, args.format, args.out)
+    out, meta = export(args.run, args.format, args.out, args.force)
     print(f"{args.format}: {out} (and {os.path.basename(meta)} beside it)")
     return 0
 

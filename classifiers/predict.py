@@ -15,8 +15,8 @@ from classifiers import saliency
 from classifiers.layers import load_model_safely
 from data.pipeline import fit_square, resize_mode_of
 from data.runs import BrokenRun, read_run
-from data.runtime import UserError, import_tensorflow, run_main
-from data.scan import BadImage, _is_system_file, list_files, read_rgb
+from data.runtime import UserError, import_tensorflow, printable, run_main
+from data.scan import BadImage, _is_system_file, list_files, read_checked
 
 BATCH = 64
 STREAM_CHUNK = 1024  # images of a decode cache predicted at a time: memory bounded, whatever the split's size
@@ -34,13 +34,23 @@ def collect(paths):
 
 
 def load_detector(run_dir):
-    """(keras model, run.json) of a finished run; Keras safe mode only, nothing executable is loaded."""
+    """(keras model, run.json) of a finished run; Keras safe mode only, nothing executable is loaded.
+    UserError where run.json does not say the input size or the model takes faces of another size."""
     try:
         info = read_run(run_dir)
+        size = info.get("image_size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise BrokenRun(f"{os.path.join(run_dir, 'run.json')}: no valid image_size (the face size the detector "
+                            f"was trained at; found {size!r})")
         import_tensorflow()
-        return load_model_safely(os.path.join(run_dir, "model.keras")), info
+        model = load_model_safely(os.path.join(run_dir, "model.keras"))
     except BrokenRun as e:
         raise UserError(str(e))
+    shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
+    if shape is None or len(shape) != 4 or shape[-1] != 3 or any(s not in (None, size) for s in shape[1:3]):
+        raise UserError(f"{os.path.join(run_dir, 'model.keras')} takes input {shape}, but its run.json says "
+                        f"{size}x{size} RGB faces: the two files are from different runs")
+    return model, info
 
 
 def chunk_size(batch_size):
@@ -87,7 +97,7 @@ def predict_files(model, info, files, tta=False, saliency_dir=None):
         arrays, results = [], []
         for path in chunk:
             try:
-                img, _ = read_rgb(path)
+                img = read_checked(path)[0]  # a blank image the scan refuses is refused here too
                 arrays.append(np.asarray(fit_square(img, size, mode), np.float32))
                 results.append((path, len(arrays) - 1, None))
             except BadImage as e:
@@ -127,23 +137,28 @@ def main(argv=None):
                    help="also write, per image, where the detector looks (SmoothGrad) to DIR/NAME.saliency.png")
     p.add_argument("paths", nargs="+", metavar="PATH", help="images or folders of images")
     args = p.parse_args(argv)
+    files = collect(args.paths)
+    if not files:
+        raise UserError(f"no image files in {', '.join(printable(p) for p in args.paths)}")
     model, info = load_detector(args.run)
     threshold = args.threshold if args.threshold is not None else float(info.get("threshold") or 0.5)
-    failures = 0
-    for path, prob, error in predict_files(model, info, collect(args.paths), args.tta, args.saliency):
+    failures, fakes = 0, 0
+    for path, prob, error in predict_files(model, info, files, args.tta, args.saliency):
         if error:
             failures += 1
-            print(f"error: {path}: {error}", file=sys.stderr)
+            print(f"error: {printable(path)}: {error}", file=sys.stderr)
             if args.json:
                 print(json.dumps({"path": path, "error": error}))
             continue
         verdict = "fake" if prob >= threshold else "real"
+        fakes += verdict == "fake"
         if args.json:
             print(json.dumps({"path": path, "p_fake": round(prob, 6), "verdict": verdict, "threshold": threshold}))
         else:
-            print(f"{prob:.4f}  {verdict}  {path}")
-    if failures:
-        print(f"{failures} file(s) could not be judged", file=sys.stderr)
+            print(f"{prob:.4f}  {verdict}  {printable(path)}")
+    judged = len(files) - failures
+    print(f"{fakes:,} of {judged:,} image(s) judged fake at threshold {threshold:.3f}"
+          + (f"; {failures:,} could not be judged" if failures else ""), file=sys.stderr)
     if args.saliency:
         print(f"saliency figures: {os.path.abspath(args.saliency)}", file=sys.stderr)
     return 1 if failures else 0

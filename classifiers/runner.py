@@ -34,7 +34,7 @@ from data.pipeline import make_dataset, select
 from data.runs import (experiment_dir, finish_run, library_versions, partial_dir, read_json, run_lock, write_atomic,
                        write_json_atomic)
 from data.runtime import UserError, import_tensorflow
-from data.split import balanced_subset, experiment_split
+from data.split import balanced_subset, experiment_split, require_both_classes
 from data.synthetic import resolve_data_dir
 
 
@@ -150,6 +150,7 @@ def prepare(cfg, log=print):
     data_dir = resolve_data_dir(cfg.data_dir, cfg.runs_dir)
     manifest = experiment_split(data_dir, cfg.runs_dir, cfg.experiment, log=log, strict=cfg.strict,
                                 split=cfg.split)
+    require_both_classes(manifest, data_dir)
     size, mode, folder = cfg.image_size, cfg.resize_mode, cache_folder(cfg.runs_dir, cfg.experiment)
     x, y, paths = cached_split(manifest, "train", size, mode, folder, log)
     val = cached_split(manifest, "val", size, mode, folder, log)[:2]

@@ -10,7 +10,7 @@ import sys
 from data.cache import cache_folder, cached_split
 from data.pipeline import RESIZE, RESIZE_MODES
 from data.runs import experiment_dir, write_json_atomic
-from data.runtime import DATA_DIR_ENV, DEFAULT_RUNS_DIR, RUNS_DIR_ENV, positive_int, run_main
+from data.runtime import DATA_DIR_ENV, DEFAULT_RUNS_DIR, RUNS_DIR_ENV, positive_int, printable, run_main
 from data.scan import scan_folder
 from data.split import NEAR_COPY_BITS, SPLIT_SOURCES, SPLITS, describe, experiment_split, make_split, scan_cache_path
 from data.synthetic import resolve_data_dir
@@ -47,7 +47,7 @@ def main(argv=None):
         print(line)
     if args.show_rejected or len(scan.rejected) <= 20:
         for path, reason in scan.rejected:
-            print(f"rejected {path}: {reason}")
+            print(f"rejected {printable(path)}: {reason}")
     if args.split_out:
         write_json_atomic(args.split_out, manifest)
         print(f"split manifest written to {args.split_out}")

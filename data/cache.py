@@ -26,7 +26,7 @@ from data.pipeline import load_images
 from data.runs import experiment_dir, write_json_atomic
 from data.runtime import UserError, progress_line
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: images turned by their EXIF orientation (data.scan.upright)
 MEMORY_ENV = "DEEPFAKE_KIT_MEMORY_MB"
 IN_MEMORY_MB = 1024  # per side of the split; above it the images are streamed from the cache file (in memory,
 # tf.data holds a second copy and the training shuffle a third)

@@ -28,7 +28,9 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 def check_name(name, what):
     """Experiment and model names become folder names: no separators, no '..', nothing hidden."""
     if not NAME_PATTERN.match(name or "") or ".." in name:
-        raise UserError(f"{what} name {name!r} is not allowed: use letters, digits, '-', '_' and '.'")
+        raise UserError(f"{what} name {name!r} is not allowed: it must start with a letter or digit, then use "
+                        "letters, digits, '-', '_' and single '.', at most 100 characters"
+                        + (" (name it with --family)" if what == "family" else ""))
     return name
 
 

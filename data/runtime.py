@@ -24,6 +24,11 @@ class UserError(Exception):
     """A problem the user can fix (bad argument, bad folder): printed as one line, exit status 2."""
 
 
+def printable(text):
+    """text with control characters (a newline in a file name) written as escapes, so one file is one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 @contextlib.contextmanager
 def _silenced_stderr_fd():
     sys.stderr.flush()
@@ -258,7 +263,7 @@ def run_main(main):
     try:
         return main()
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(e)}", file=sys.stderr)
         return 2
     except OSError as e:
         if e.errno not in WRITE_ERRORS:

@@ -8,6 +8,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import struct
 import sys
 import time
 import warnings
@@ -15,10 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from data.layout import FAKE, LABEL_NAMES, REAL, Layout, find_layout  # noqa: F401  (REAL, FAKE: the labels)
-from data.runtime import UserError, progress_line
+from data.runtime import UserError, printable, progress_line
 from data.runs import write_json_atomic
 
 FORMATS = {"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"}  # MPO: camera JPEGs with extra frames
@@ -27,7 +29,7 @@ MIN_SIDE = 16
 SYSTEM_FILES = {"thumbs.db", "desktop.ini", "icon\r"}
 HASH_INPUT = 32  # the grey image the DCT hash is computed on
 HASH_SIDE = 16  # 16x16 low-frequency DCT coefficients -> 256-bit hash
-CACHE_VERSION = 2  # 2: blank images are rejected
+CACHE_VERSION = 3  # 2: blank images are rejected; 3: images turned by their EXIF orientation
 # An image with (almost) nothing in it cannot be judged, and its hash matches every other blank image, so it
 # would merge unrelated files into one near-copy group or put "the same picture" under both labels.
 MIN_PIXEL_STD = 2.0  # of 255, on the grey image the hash sees; a flat colour with JPEG noise is below 1
@@ -67,7 +69,7 @@ class Scan:
         c = self.counts()
         line = f"{len(self.images):,} images: {c['real']:,} real, {c['fake']:,} fake"
         if self.rejected:
-            reasons = "; ".join(f"{p}: {why}" for p, why in self.rejected[:5])
+            reasons = "; ".join(f"{printable(p)}: {why}" for p, why in self.rejected[:5])
             more = f"; and {len(self.rejected) - 5} more" if len(self.rejected) > 5 else ""
             line += f"; {len(self.rejected):,} rejected: {reasons}{more}"
         else:
@@ -91,20 +93,35 @@ def to_rgb(img):
     return img
 
 
+def upright(img):
+    """The image as viewers show it: turned by its EXIF Orientation tag (a phone photo is often stored sideways
+    with the tag saying so). A damaged EXIF block costs the turn, never the image."""
+    try:
+        with warnings.catch_warnings():  # Pillow's "Corrupt EXIF data" says nothing the user can act on
+            warnings.simplefilter("ignore")
+            return ImageOps.exif_transpose(img)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError, struct.error):
+        return img
+
+
 def decode_bytes(data):
     """Validate and decode one file's bytes into an RGB Pillow image, or raise BadImage."""
     if not data:
         raise BadImage("empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():  # the size check below says it better than Pillow's warning
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # the size check below says it better than Pillow's bomb warning, and "Corrupt EXIF data" (a damaged
+        # EXIF block: the image itself decodes) is nothing the user can act on
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise BadImage("not an image (format not recognised)")
     except (OSError, ValueError, SyntaxError) as e:
         raise BadImage(f"unreadable image header ({e})")
-    except Image.DecompressionBombError as e:
-        raise BadImage(f"too large ({e})")
+    except Image.DecompressionBombError as e:  # Pillow's own guard fires at twice its limit, in open()
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(pixels.group(1)):,} pixels" if pixels else "its size"
+        raise BadImage(f"too large: {size} is over the {MAX_PIXELS:,}-pixel limit (not decoded)")
     if img.format not in FORMATS:
         raise BadImage(f"unsupported format {img.format} (use JPEG, PNG, BMP, GIF or WebP)")
     width, height = img.size
@@ -115,7 +132,7 @@ def decode_bytes(data):
     try:
         img.seek(0)  # first frame of an animation
         img.load()
-        return to_rgb(img)
+        return to_rgb(upright(img))
     except Image.DecompressionBombError as e:
         raise BadImage(f"too large ({e})")
     except (OSError, ValueError, SyntaxError, EOFError, TypeError) as e:
@@ -166,11 +183,18 @@ def check_content(img, phash):
                        f"({bits} of {phash.shape[1] - 1} bits set)")
 
 
-def _inspect(path):
-    """(sha256, width, height, phash) of a good image; raises BadImage for a bad one."""
+def read_checked(path):
+    """(RGB image, file bytes, phash) of an image with something in it to judge: what every image the kit
+    learns from (the scan) or judges (predict) must pass; BadImage otherwise."""
     img, data = read_rgb(path)
     phash = perceptual_hash(img)
     check_content(img, phash)
+    return img, data, phash
+
+
+def _inspect(path):
+    """(sha256, width, height, phash) of a good image; raises BadImage for a bad one."""
+    img, data, phash = read_checked(path)
     return hashlib.sha256(data).hexdigest(), img.width, img.height, phash
 
 

@@ -284,6 +284,22 @@ def balanced_subset(manifest, split, per_class, seed, what, at_most=False):
     return chosen
 
 
+def one_class_sides(manifest, sides=SPLITS):
+    """[(side, reals, fakes)] of the sides that lack a class: nothing on them can be measured (AUC is undefined)."""
+    counts = [(s, manifest["counts"][s]["real"], manifest["counts"][s]["fake"]) for s in sides]
+    return [(s, real, fake) for s, real, fake in counts if not (real and fake)]
+
+
+def require_both_classes(manifest, what, sides=SPLITS):
+    """UserError, naming the counts, where a side lacks real or fake images: refused before any training, so
+    no AUC of nan (and no threshold chosen on one class) is ever stored as a result."""
+    missing = one_class_sides(manifest, sides)
+    if missing:
+        counts = "; ".join(f"its {s} side has {real:,} real and {fake:,} fake images" for s, real, fake in missing)
+        raise UserError(f"{what}: {counts}; every side needs both classes to be measured (add images of the "
+                        "missing class, or more images overall for the kit's split to reach each side)")
+
+
 def load_manifest(path):
     """Read a split manifest and check that it is whole (its fingerprint matches its files)."""
     try:
@@ -310,6 +326,9 @@ def describe(manifest):
     for s in SPLITS:
         c = manifest["counts"][s]
         lines.append(f"  {s:<5} {c['real'] + c['fake']:>7,}  ({c['real']:,} real, {c['fake']:,} fake)")
+    for side, real, fake in one_class_sides(manifest):
+        lines.append(f"warning: the {side} side has {real:,} real and {fake:,} fake images; no detector can be trained "
+                     "or measured on this split until every side holds both classes")
     g = manifest["groups"]
     lines.append(f"near-copies: {g['images_in_near_copy_groups']:,} images merged into "
                  f"{g['near_copy_groups']:,} groups (each kept on one side); "
