@@ -45,8 +45,7 @@ demo: venv
 	$(PY) -m compare.report --runs-dir $(RUNS) --experiment $(EXPERIMENT) \
 		--test-dir other-fingerprint=$(DEMO_EXTERNAL)/other-fingerprint --test-dir sharpened=$(DEMO_EXTERNAL)/sharpened
 	@echo
-	@echo "Results: $(RUNS)/$(EXPERIMENT)/ (the comparison: $(RUNS)/$(EXPERIMENT)/report/report.md)"
-	@echo "TensorBoard: $(PY) -m tensorboard.main --logdir $(RUNS)/$(EXPERIMENT) --host 127.0.0.1"
+	@echo "Results: $(RUNS)/$(EXPERIMENT)/ (the comparison: $(RUNS)/$(EXPERIMENT)/report/report.md; TensorBoard: the command above)"
 
 # The quick tests first (a minute), then the end-to-end ones (they train through the kit's commands), two at a
 # time: TEST_WORKERS=1 runs them one by one.

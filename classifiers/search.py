@@ -283,7 +283,7 @@ def keep_baseline(cfg, data, reference_folder, reference, search, note):
         write_json_atomic(os.path.join(work, "split.json"), data.manifest)
         info = record_header("hpsearch", "detector", cfg, data.manifest, len(data.train[1]), 0.0)
         info.update({k: v for k, v in reference.items() if k not in ("model", "created", "config")})
-        info["search"] = dict(search, kept="baseline", note=note)
+        info["search"] = dict(search, kept="baseline", kept_from=os.path.basename(reference_folder), note=note)
         finish_run(work, final, info)
     print(f"hpsearch: {note}; validation AUC {info['validation']['auc']:.4f}, run folder {final}")
     return final, info

@@ -10,7 +10,6 @@ run again; a finished run is kept (same configuration) or refused (another one) 
 """
 import argparse
 import dataclasses
-import json
 import os
 import sys
 
@@ -122,7 +121,7 @@ def run(cfg):
     """Train the detector (or the search) cfg describes; the typed entry point."""
     strategy, chief = make_strategy(cfg.strategy)
     cfg = dataclasses.replace(cfg, precision=setup(cfg.seed, cfg.precision))
-    print("config: " + json.dumps(dataclasses.asdict(cfg), sort_keys=True))
+    print(cfg.summary("search" if cfg.model == SEARCH else "detector"))
     data = prepare(cfg)
     if cfg.labels is not None:
         data = labelled_subset(data, cfg.labels, cfg.seed)

@@ -78,7 +78,8 @@ def cell(r, bold=True):
     flag = (" **inverted**" if bold else "!") if r["family_auc"] < 0.5 else ""
     if not r["shots"]:
         return f"{r['family_auc']:.3f}{flag} ({r['source_auc']:.3f})"
-    return f"{r['family_auc']:.3f} +- {r['family_sd']:.3f}{flag} ({r['source_change']:+.3f})"
+    spread = f" +- {r['family_sd']:.3f}" if r["seeds"] > 1 else ""  # one seed has no spread to show
+    return f"{r['family_auc']:.3f}{spread}{flag} ({r['source_change']:+.3f})"
 
 
 def markdown(rows):

@@ -15,6 +15,7 @@ import numpy as np
 from classifiers.layers import load_model_safely
 from classifiers.metrics import youden_threshold
 from classifiers.predict import probabilities as predict
+from classifiers.registry import augmentations
 from compare import metrics as M, perturb
 from compare.timing import latency
 from data.cache import cached_split
@@ -79,10 +80,17 @@ def find_detectors(runs_dir, experiment, manifest):
     good, broken = list_runs(runs_dir, experiment)
     skipped = [(os.path.basename(f), reason) for f, reason in broken]
     detectors = []
+    names = {os.path.basename(folder) for folder, _ in good}
     for folder, info in good:
         name = os.path.basename(folder)
         if info.get("kind") != "detector":
             continue  # the GAN itself: its discriminator is judged through the dcgan-* runs
+        search = info.get("search") or {}
+        kept = search.get("kept_from", "baseline") if search.get("kept") == "baseline" else None
+        if kept in names:  # its model is that run's, byte for byte: one row, not two
+            skipped.append((name, f"the search ({len(search.get('trials') or [])} trials) kept the baseline "
+                                  f"({search.get('note', 'its winner was not better')}); `{kept}`'s row is its result"))
+            continue
         if info.get("split_fingerprint") != manifest["fingerprint"]:
             skipped.append((name, f"trained on another split (fingerprint {str(info.get('split_fingerprint'))[:16]}, "
                                   f"experiment {manifest['fingerprint'][:16]}): models judged on different test "
@@ -167,10 +175,24 @@ def measure_costs(detector):
     return out
 
 
+def hparam_value(value):
+    """A hyperparameter as HParams shows it, in the search's own format: a list as "32-64" (the tuner's
+    filters), an empty one as "none"; None is left out (the caller drops it)."""
+    if isinstance(value, (list, tuple)):
+        return "-".join(str(v) for v in value) or "none"
+    return value if isinstance(value, (bool, int, float, str)) or value is None else json.dumps(value, sort_keys=True)
+
+
 def flat_hparams(name, info):
+    """One HParams session's values: each hyperparameter in one format across every model and search trial.
+    "augment" is the search's switch (a bool, as in its trials: on for a list of perturbations), and
+    "augmentations" names what was applied."""
     hp = {"model": name, "image_size": int(info.get("image_size", 0)), "precision": str(info.get("precision"))}
     for k, v in (info.get("hyperparameters") or {}).items():
-        hp[k] = v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
+        if k == "augment":
+            hp["augment"], hp["augmentations"] = bool(v), hparam_value(list(augmentations(v)))
+        elif hparam_value(v) is not None:
+            hp[k] = hparam_value(v)
     return hp
 
 
@@ -251,8 +273,11 @@ def ensemble(members, preds, labels, models, images):
     p = {k: np.mean([preds[n][k] for n in members], axis=0) for k in preds[members[0]]}
     threshold = youden_threshold(labels["val"], p["val"])
     entry = judge(p, labels, threshold)
-    entry["hyperparameters"] = {"model": ENSEMBLE, "members": ",".join(members), "image_size": 0,
-                                "precision": "mixed"}
+    sizes, precisions = ({(models[n].get("hyperparameters") or {}).get(k) for n in members}
+                         for k in ("image_size", "precision"))
+    entry["hyperparameters"] = {"model": ENSEMBLE, "members": ",".join(members),  # the members' own where they agree
+                                "image_size": sizes.pop() if len(sizes) == 1 and None not in sizes else 0,
+                                "precision": "-".join(sorted(str(p) for p in precisions))}
     costs = [models[n].get("costs") for n in members]
     if all(costs):
         entry["costs"] = {k: (None if any(c[k] is None for c in costs) else float(sum(c[k] for c in costs)))

@@ -7,6 +7,7 @@ import os
 from data.runs import read_json
 
 FILE = "learning_curve.json"
+FIGURE = "learning_curve.png"  # beside it
 
 
 def load(exp_dir):
@@ -19,7 +20,8 @@ def markdown(curve):
     if not curve or not curve.get("rows"):
         return []
     counts = list(dict.fromkeys(r["labels"] for r in curve["rows"]))
-    cell = {(r["recipe"], r["labels"]): f"{r['mean']:.3f} +- {r['sd']:.3f}" for r in curve["rows"]}
+    cell = {(r["recipe"], r["labels"]): f"{r['mean']:.3f}" + (f" +- {r['sd']:.3f}" if len(r["seeds"]) > 1 else "")
+            for r in curve["rows"]}
     seeds = sorted({len(r["seeds"]) for r in curve["rows"]})
     lines = ["", "## Learning curve (labelled training images)", "",
              f"Test AUC (mean +- sd over {'/'.join(map(str, seeds))} seeds) of each recipe trained on part of the "

@@ -113,6 +113,11 @@ def external_markdown(report):
                      + f" | {_fmt(e['external_mean']['roc_auc'])} | {_fmt(e['generalisation_gap'])} |")
     flagged = [f"- `{n}` on `{s}`: AUC {m['roc_auc']:.3f}, {m['flag']}" for n, s, m in inverted_sets(report)]
     lines += [""] + flagged if flagged else []
+    adapted = sorted({r["family"] for r in report.get("adaptation") or []} & set(sets))
+    if adapted:
+        lines += ["", f"{', '.join(f'`{s}`' for s in adapted)} is judged here whole; the adaptation table below "
+                  "judges only its own test split (the faces no adapted run learnt from), so a model's two figures "
+                  "for it differ."]
     lines += ["", "<details><summary>Every figure per set (also in metrics.csv)</summary>", "",
               "Accuracy, fakes caught and reals accused at each model's validation threshold.", "",
               "| model | set | AUC | AP | acc@t | fakes caught | reals accused |", "|---|---|---|---|---|---|---|"]
@@ -156,7 +161,8 @@ def markdown(report, plots):
     lines += A.markdown(report["adaptation"]) + LC.markdown(report.get("learning_curve"))
     if report["skipped"]:
         lines += ["", "## Runs not reported", ""] + [f"- `{n}`: {why}" for n, why in report["skipped"]]
-    lines += ["", "## Figures", ""] + [f"![{k}]({os.path.basename(v)})" for k, v in plots.items()]
+    here = os.path.dirname(next(iter(plots.values()))) if plots else ""
+    lines += ["", "## Figures", ""] + [f"![{k}]({os.path.relpath(v, here)})" for k, v in plots.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -181,11 +187,12 @@ def external_terminal(report):
     if not sets:
         return ""
     width = max(len(n) for n in report["ranking"]) + 1
-    head = f"{'AUC per external set':<{width}}" + "".join(f" {s[:14]:>14}" for s in sets)
+    cols = {s: max(len(s), 14) for s in sets}  # a set's whole name heads its column
+    head = f"{'AUC per external set':<{width}}" + "".join(f" {s:>{cols[s]}}" for s in sets)
     rows = [head + f" {'mean AUC':>9} {'gap':>7}", "-" * (len(head) + 18)]
     for name in report["ranking"]:
         e = report["models"][name]
-        cells = "".join(f" {external_cell(e['external'][s], bold=False):>14}" for s in sets)
+        cells = "".join(f" {external_cell(e['external'][s], bold=False):>{cols[s]}}" for s in sets)
         rows.append(f"{name:<{width}}{cells} {_fmt(e['external_mean']['roc_auc']):>9} {_fmt(e['generalisation_gap']):>7}")
     flagged = [f"{n} on {s}: AUC {m['roc_auc']:.3f}, {m['flag']}" for n, s, m in inverted_sets(report)]
     return "\n".join(rows + [f"! {f}" for f in flagged] + ["(fake-only sets: share caught; AP, accuracy, reals "
@@ -221,6 +228,9 @@ def figures(detectors, report, results, out_dir, saliency=True):
         plots.update(saliency_figures([d for d in detectors if d.name in firsts], report["models"], results, out_dir))
     if report["adaptation"]:
         plots["adaptation"] = A.plot(report["adaptation"], os.path.join(out_dir, "adaptation.png"))
+    curve_png = os.path.join(os.path.dirname(out_dir), "bench", LC.FIGURE)  # drawn by compare.bench
+    if report.get("learning_curve") and os.path.exists(curve_png):
+        plots["learning_curve"] = curve_png
     return plots
 
 

@@ -9,7 +9,9 @@ compare/comparisons.py; how they are shown: compare/rendering.py.
 """
 import argparse
 import os
+import shutil
 import sys
+import urllib.parse
 
 import numpy as np
 
@@ -19,6 +21,8 @@ from data.cache import cache_folder
 from data.runs import experiment_dir, write_json_atomic, write_text_atomic
 from data.runtime import UserError, add_common_args, run_main, setup
 from data.split import load_manifest
+
+REPORT_RUNS = "^report/tensorboard/"  # the report's TensorBoard runs, as named under the experiment's folder
 
 
 def parse_args(argv=None):
@@ -93,8 +97,25 @@ def main(argv=None):
     print(R.terminal_summary(report))
     print()
     print(f"report: {os.path.join(out_dir, 'report.md')} (metrics.json, metrics.csv, PNG plots beside it)")
-    print(f"TensorBoard: tensorboard --logdir {exp} --host 127.0.0.1")
+    print(f"TensorBoard: {tensorboard_command()} --logdir {exp} --host 127.0.0.1")
+    print(f"  then the comparison (its text; Images: its figures): {comparison_url()}")
     return 0
+
+
+def comparison_url(port=6006, page="text"):
+    """TensorBoard's page with the report's runs selected. Its Images and Text pages tick no run by default
+    once a logdir holds over 40 (its runs selector's maxNamesToEnableByDefault), and one search of 30 trials
+    writes 90; the runs filter in the address (regexInput) selects the report's alone."""
+    return f"http://127.0.0.1:{port}/#{page}&regexInput={urllib.parse.quote(REPORT_RUNS, safe='')}"
+
+
+def tensorboard_command():
+    """`tensorboard` where it is on PATH, else the one installed beside this Python (the kit's .venv, not
+    activated): the printed command works as written."""
+    beside = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    if shutil.which("tensorboard") or not os.path.exists(beside):
+        return "tensorboard"
+    return os.path.relpath(beside) if not os.path.relpath(beside).startswith("..") else beside
 
 
 if __name__ == "__main__":

@@ -171,6 +171,21 @@ class CommandConfig:
                 out[f.name] = (getattr(self, f.name), f.metadata.get("added_later"))
         return out
 
+    def summary(self, role=None):
+        """'config: model=baseline epochs=8 ...': the settings a `role` run reads (role None: every one), each
+        once; unset ones and the bookkeeping flags at their defaults left out. What a command prints at its start."""
+        shown = []
+        for f in dataclasses.fields(self):
+            value, roles = getattr(self, f.name), f.metadata.get("roles")
+            if (role is not None and roles is not None and role not in roles) or value is None or value == {}:
+                continue
+            if not f.metadata.get("identity", True) and f.name not in ("experiment", "data_dir") \
+                    and value == f.default:
+                continue  # --strict, --split auto, --retrain: said only when given
+            items = value.items() if isinstance(value, dict) else [(f.name, value)]
+            shown += [f"{k}={v}" for k, v in items]
+        return "config: " + " ".join(shown)
+
     def caps(self):
         """{setting: how run.json's stopped_by names it} of the limits: compared only where they stopped a run."""
         return {f.name: f.metadata["cap"] for f in dataclasses.fields(self) if f.metadata.get("cap")}

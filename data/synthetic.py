@@ -199,16 +199,19 @@ def default_data_dir(runs_dir):
     marker = os.path.join(dest, MARKER)
     expected = f"version {VERSION} images_per_class {IMAGES_PER_CLASS} size {IMAGE_SIZE} seed 0"
     fresh = not (os.path.exists(marker) and open(marker).readline().strip() == expected)
+    if not fresh:  # said loudly once, when it is made; one line every later time
+        print(f"data: the embedded synthetic default ({dest}: drawn faces, NOT real photos; --data-dir DIR for "
+              "your own)", file=sys.stderr)
+        return dest
     print("=" * 78, file=sys.stderr)
     print("NO --data-dir GIVEN: using the EMBEDDED SYNTHETIC DEFAULT dataset", file=sys.stderr)
-    print(f"  {dest}: {2 * IMAGES_PER_CLASS} drawn {IMAGE_SIZE}px faces (+ a few flipped copies),"
-          f" {'generating now' if fresh else 'already generated'}.", file=sys.stderr)
+    print(f"  {dest}: {2 * IMAGES_PER_CLASS} drawn {IMAGE_SIZE}px faces (+ a few flipped copies), generating now.",
+          file=sys.stderr)
     print("  Drawn faces are NOT real photos: results on them say nothing about real deepfakes.",
           file=sys.stderr)
     print("  For real data: --data-dir DIR (with Real/ and Fake/) or DEEPFAKE_KIT_DATA=DIR.", file=sys.stderr)
     print("=" * 78, file=sys.stderr)
-    if fresh:
-        generate(dest)
+    generate(dest)
     return dest
 
 

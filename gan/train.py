@@ -25,7 +25,6 @@ Stage 2 (finetune)  the discriminator's trunk with a fresh sigmoid head on the r
 """
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -443,7 +442,7 @@ def config(argv=(), **settings):
 def run(cfg):
     """Train what cfg asks for (its stage: the GAN, the detectors from it, or both); the typed entry point."""
     cfg = dataclasses.replace(cfg, precision=setup(cfg.seed, cfg.precision))
-    print("config: " + json.dumps(dataclasses.asdict(cfg), sort_keys=True))
+    print(cfg.summary())
     data = prepare(cfg)
     if cfg.labels is not None and cfg.stage in ("all", "finetune"):
         labelled_subset(data, cfg.labels, cfg.seed)  # a --labels the split cannot give stops before the GAN trains

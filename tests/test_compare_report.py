@@ -233,3 +233,19 @@ def test_the_report_folds_seeds_into_recipes_and_plans_its_comparisons():
     pairs = [(c["a"], c["b"]) for c in C.planned(models, results, grouped)]
     assert pairs[0] == ("dcgan-discriminator-labels50", "dcgan-scratch-labels50")
     assert ("dcgan-scratch-labels50", "dcgan-discriminator-labels50") not in pairs and len(pairs) == len(set(pairs)) == 3
+
+
+def test_a_search_that_kept_the_baseline_is_not_a_second_row(experiment, capsys):
+    runs, exp = experiment
+    kept = os.path.join(exp, "hpsearch")
+    shutil.copytree(os.path.join(exp, "baseline"), kept)
+    info = json.load(open(os.path.join(kept, "run.json")))
+    info["search"] = {"kept": "baseline", "kept_from": "baseline", "trials": [{}, {}],
+                      "note": "the baseline's configuration won the search"}
+    json.dump(info, open(os.path.join(kept, "run.json"), "w"))
+    assert report_cli.main(["--runs-dir", runs, "--experiment", "x", "--no-timing", "--no-saliency"]) == 0
+    metrics = json.load(open(os.path.join(exp, "report", "metrics.json")))
+    assert "hpsearch" not in metrics["models"] and "baseline" in metrics["models"]
+    md = open(os.path.join(exp, "report", "report.md")).read()
+    assert "- `hpsearch`: the search (2 trials) kept the baseline" in md and "`baseline`'s row is its result" in md
+

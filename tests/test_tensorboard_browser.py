@@ -60,3 +60,41 @@ def test_tensorboard_shows_every_model(chromium, tiny_faces, tmp_path):
             browser.close()
         tensorboard.terminate()
         tensorboard.wait(timeout=30)
+
+
+def test_the_printed_address_shows_the_comparison_past_tensorboards_forty_runs(chromium, tiny_faces, tmp_path, capsys):
+    """Over 40 runs TensorBoard's Images and Text pages tick none (any search of 30 trials writes 90): the
+    address the report prints selects the report's runs, so its text and figures show without filtering."""
+    import tensorflow as tf
+
+    runs = str(tmp_path / "runs")
+    train_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--experiment", "many", "--epochs", "1"]
+                   + conftest.TINY)
+    exp = os.path.join(runs, "many")
+    for i in range(45):  # as many runs as a search's trials leave
+        with tf.summary.create_file_writer(os.path.join(exp, "trials", f"trial-{i:02d}")).as_default():
+            tf.summary.scalar("epoch_loss", 1.0 / (i + 1), step=0)
+    capsys.readouterr()
+    report_cli.main(["--runs-dir", runs, "--experiment", "many", "--no-timing"])
+    printed = capsys.readouterr().out
+    assert report_cli.comparison_url() in printed
+    port = free_port()
+    tensorboard = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", exp, "--host", "127.0.0.1",
+                                    "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    browser = None
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", timeout=90)
+        browser = Browser(chromium)
+        browser.open(report_cli.comparison_url(port))
+        text = browser.wait_for(lambda t: t and "Comparison: experiment" in t, timeout=90)
+        browser.screenshot(os.path.join(ARTIFACTS, "tensorboard-text-many-runs.png"))
+        assert "Comparison: experiment" in text, "the report's text should show through the printed address"
+        browser.open(report_cli.comparison_url(port, page="images"))
+        drawn = browser.wait_for(lambda c: c and c["img"], timeout=90, js=COUNT_JS)
+        browser.screenshot(os.path.join(ARTIFACTS, "tensorboard-images-many-runs.png"))
+        assert drawn["img"] >= 1, f"no report figure was rendered: {drawn}"
+    finally:
+        if browser:
+            browser.close()
+        tensorboard.terminate()
+        tensorboard.wait(timeout=30)

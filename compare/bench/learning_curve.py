@@ -19,7 +19,7 @@ from classifiers.layers import load_model_safely
 from classifiers.metrics import roc_auc
 from classifiers.predict import probabilities
 from classifiers.registry import DETECTORS
-from compare.learning_curve import FILE, markdown
+from compare.learning_curve import FIGURE, FILE, markdown
 from compare.seeds import mean_sd, paired_interval
 from data.cache import FOLDER, cached_split
 from data.pipeline import resize_mode_of
@@ -158,8 +158,8 @@ def run(args):
     curve.update(recipes=args.recipes, labels=args.labels, seeds=seeds, train_images=train_images)
     out_dir = os.path.join(exp, "bench")
     write_json_atomic(os.path.join(out_dir, FILE), curve)
-    plot(curve, train_images, os.path.join(out_dir, "learning_curve.png"))
+    plot(curve, train_images, os.path.join(out_dir, FIGURE))
     write_tensorboard(curve, train_images, os.path.join(out_dir, "tensorboard", "learning_curve"))
     print("\n".join(markdown(curve)[4:]))
-    print(f"written to {out_dir}/ ({FILE}, learning_curve.png, tensorboard/); compare.report shows it")
+    print(f"written to {out_dir}/ ({FILE}, {FIGURE}, tensorboard/); compare.report shows it")
     return 0
