@@ -17,7 +17,7 @@ import conftest
 from conftest import faces_and_family, make_dataset_dir, smooth_image, write_image
 from data.runs import read_run
 from data.runtime import UserError, printable, run_main
-from data.scan import BadImage, decode_bytes, read_rgb, scan_folder
+from data.scan import BadImage, decode_bytes, scan_folder
 from data.split import describe, make_split, one_class_sides, require_both_classes, split_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
