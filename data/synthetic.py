@@ -12,6 +12,10 @@ Other families, for external test sets (`python -m data.synthetic DEST --family 
   other-upsampler  the same kind of generator with other weights (another fingerprint, same family);
   sharpened        fakes that are over-sharpened full-resolution faces, no upsampling at all: the other
                    family's artefact, which a detector of upsampling blur can find *more* real than real.
+  zoomed-reals     smoothed fakes (full resolution, no upsampling) beside reals that carry a faint trace of
+                   the default generator's upsampling (as a camera's digital zoom leaves one): a family the
+                   default detector sees inverted, its reals looking more fake than its fakes, mostly without
+                   accusing them.
 It is a smoke test for the pipeline, not a substitute for real faces.
 """
 import argparse
@@ -32,7 +36,9 @@ GENERATOR_SEED = 7  # the fake "generator's" weights: one fingerprint shared by 
 OTHER_GENERATOR_SEED = 11
 FINGERPRINT_STRENGTH = (0.4, 1.6)  # per fake, uniform: the share of the upsampled rebuild in the blend
 SHARPEN_AMOUNT = (0.4, 0.9)  # the sharpened family's unsharp-mask strength, per fake
-FAMILIES = ("upsampler", "other-upsampler", "sharpened")
+ZOOM_TRACE = (0.0, 0.25)  # zoomed-reals: the share of the default generator's artefact in each real, under its fakes'
+SMOOTH_AMOUNT = (0.3, 0.6)  # zoomed-reals: each fake's negative unsharp-mask strength
+FAMILIES = ("upsampler", "other-upsampler", "sharpened", "zoomed-reals")
 VERSION = "2"  # 2: fakes blended with the clean face at a random strength
 MARKER = "EMBEDDED-DEFAULT.txt"
 
@@ -148,12 +154,15 @@ def make_image(rng, fake, upsampler, size=IMAGE_SIZE, family="upsampler"):
     img = _box_down(big, 2)
     if fake and family == "sharpened":
         img = _unsharp(img, rng.uniform(*SHARPEN_AMOUNT))
-    elif fake:
+    elif fake and family == "zoomed-reals":
+        img = _unsharp(img, -rng.uniform(*SMOOTH_AMOUNT))  # smoother than any camera here
+    elif fake or family == "zoomed-reals":
         # the generator's artefact alone (its upsampling minus a plain bilinear one of the same half-size
         # face), added at a strength drawn per fake: the face keeps the real one's detail, so blur and
         # file size give nothing away, and a faint fingerprint is genuinely hard to see
         half = _box_down(big, 4)
-        img = img + rng.uniform(*FINGERPRINT_STRENGTH) * (upsampler(half) - PLAIN_UPSAMPLER(half))
+        strength = rng.uniform(*(FINGERPRINT_STRENGTH if fake else ZOOM_TRACE))
+        img = img + strength * (upsampler(half) - PLAIN_UPSAMPLER(half))
     img = img + rng.normal(0, rng.uniform(1.0, 4.0), img.shape)  # sensor / dithering noise, both classes
     return _jpeg(img, rng.integers(*JPEG_QUALITY, endpoint=True))
 
