@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from classifiers.layers import ChannelMoments, MahalanobisScore
+from classifiers.layers import ChannelMoments, EitherFires, MahalanobisScore
 
 # ridge strengths tried, times the number of features (a standardised face's squared length): on the mean
 # log-loss, so they mean the same for 256 pooled features as for 16,384 flattened ones
@@ -182,6 +182,45 @@ def head_model(extractors, head, name):
     dense = layers.Dense(1, activation="sigmoid", dtype="float32", name="p_fake", trainable=False)
     outputs = dense(joined(extractors, inputs))
     dense.set_weights([(w / scale)[:, None].astype("float32"), np.array([b - np.sum(w * mean / scale)], "float32")])
+    return keras.Model(inputs, outputs, name=name)
+
+
+def logit(p):
+    """P(fake) -> its logit, clipped where float32 rounds a probability to 0 or 1."""
+    p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def either_logits(source_logits, family_logits, rule):
+    """The logit of either_model's P(fake) from its two heads' logits; rule = (t_source, t_family, below) as
+    EitherFires holds it."""
+    t_a, t_b, below = rule
+    margin = np.asarray(family_logits, np.float64) - t_b
+    return np.maximum(np.asarray(source_logits, np.float64) - t_a, np.where(margin > 0, margin, margin * below))
+
+
+def either_model(source_features, detector, extractors, family_head, rule, name):
+    """[0, 255] faces -> P(fake) of two heads side by side, "fake if either says fake" (EitherFires): the
+    source detector's own last layer on its own penultimate features (its weights copied, unchanged), and a
+    family head fit on the extractors' features; rule = (t_source, t_family, below): the heads' thresholds
+    (logits), each chosen on its own family's validation side, and the family head's weight below its own
+    (EitherFires). Where the family head is quiet, the source's verdict stands."""
+    inputs = keras.Input(source_features.input_shape[1:], name="image")
+    own = detector.layers[-1]
+    source_head = layers.Dense(1, dtype="float32", name="source_head", trainable=False)
+    family_dense = layers.Dense(1, dtype="float32", name="family_head", trainable=False)
+    penultimate = source_features(inputs)
+    # an extractor both heads read is called once
+    outs = [penultimate if extractor is source_features else extractor(inputs) for extractor in extractors]
+    features = outs[0] if len(outs) == 1 else layers.Concatenate(name="features", dtype="float32")(outs)
+    a, b = source_head(penultimate), family_dense(features)
+    source_head.set_weights(own.get_weights())
+    mean, scale, w, bias = family_head
+    family_dense.set_weights([(w / scale)[:, None].astype("float32"),
+                              np.array([bias - np.sum(w * mean / scale)], "float32")])
+    either = EitherFires(name="p_fake")
+    outputs = either([a, b])
+    either.set_weights([np.asarray(rule, "float32")])
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -129,3 +129,24 @@ class ChannelMoments(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 2 * input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class EitherFires(keras.layers.Layer):
+    """Two heads' logits -> P(fake) = sigmoid(max(a - t_a, g(b - t_b))): fake where either head passes its own
+    threshold (t_a, t_b: logits), so at 0.5 its verdict is "either says fake". g(m) = m above the second
+    head's threshold and m * below under it: below > 1 leaves the order of the faces neither head accuses
+    more to the first head. Its one weight: [t_a, t_b, below]. Always float32."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.rule = self.add_weight(shape=(3,), initializer="ones", trainable=False, name="thresholds_and_below")
+
+    def call(self, logits):
+        a, b = (ops.cast(x, "float32") for x in logits)
+        margin = b - self.rule[1]
+        return ops.sigmoid(ops.maximum(a - self.rule[0], ops.where(margin > 0, margin, margin * self.rule[2])))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
