@@ -6,12 +6,22 @@ per class are drawn from its training side (deterministic per seed, nested: the 
 `--shots all`: its whole training side, the ceiling). The source run is only read, never written.
 
 --method
-  head      (default) a ridge-logistic head on frozen features (classifiers.heads): the source detector's
-            penultimate features, a block of the experiment's GAN discriminator (--features gan) or both. It
-            is fit on the K shots per class and a replay of the source's own training faces, half the weight
-            each, its ridge pulling towards the source's own last layer (not towards zero), so the original
-            family keeps its verdicts; the ridge strength is the best on the family's validation side among
-            those that keep the source's validation AUC within MAX_ORIGINAL_DROP.
+  head      (default) ridge-logistic heads on frozen features (classifiers.heads): the source detector's
+            penultimate features, a block of the experiment's GAN discriminator (--features gan) or both.
+            Two are fit and validation chooses (--head choose; recorded with why):
+            the replayed head  one head on the K shots per class and a replay of the source's own training
+                    faces, half the weight each, its ridge pulling towards the source's own last layer (not
+                    towards zero), so the original family keeps its verdicts;
+            two heads  the source's own head, unchanged, beside a family head fit on the shots (and the
+                    replay's reals, as reals) over the same frozen features: fake if either says fake, each
+                    head's threshold from its own family's validation side, the family head's raised until it
+                    accuses at most MAX_NEWLY_ACCUSED of the source's validation reals the source clears. One
+                    linear head cannot keep the source's verdicts and turn round a family the source sees
+                    inverted; two can, but keep the source's own false alarms on the family.
+            Each head's ridge strength, and the choice between them, is the best on the family's validation
+            side among those that keep the source's validation AUC within MAX_ORIGINAL_DROP. An adaptation
+            whose family validation AUC stays under FAILED_BELOW, or under the source's own, is said (one line)
+            and recorded as not adapted; the report flags it.
   novelty   real faces only: the distance to real faces in the same features, fit on K reals of the new
             family (or --reals development: the source's training reals), its threshold accusing 5% of them.
             An alarm for "unlike any real face this network knows"; it never reads a fake.
@@ -34,7 +44,7 @@ import numpy as np
 from classifiers import heads
 from classifiers.adapt_finetune import FINETUNE, TUNES, build_either, learning_set
 from classifiers.layers import load_model_safely
-from classifiers.metrics import roc_auc
+from classifiers.metrics import accuracy, roc_auc, youden_threshold
 from classifiers.models import compile_detector
 from classifiers.predict import outputs, probabilities
 from classifiers.runner import Run, SplitData, train_run
@@ -50,6 +60,13 @@ FEATURES = ("source", "gan", "both")  # what a head or novelty score reads: the 
 REALS = ("family", "development")  # what a novelty score is fit on: K reals of the new family, or the source's
 REPLAY_PER_CLASS = 128  # source training faces per class replayed beside the shots
 MAX_ORIGINAL_DROP = 0.01  # of the source's validation AUC, that a head's ridge strength may cost
+MAX_NEWLY_ACCUSED = 0.02  # of the source's validation reals it clears, the share a family head may accuse
+FAILED_BELOW = 0.6  # a family validation AUC under this (or under the source's own) is no adaptation
+# the family head's weight under its threshold in the two-heads model (classifiers.layers.EitherFires): where
+# neither head accuses a face, 1 orders it by whichever head is nearer its threshold, 100 by the source's alone
+BELOW_WEIGHTS = (1.0, 3.0, 10.0, 100.0)
+HEAD_CHOICES = ("choose", "replayed", "two", "family")  # --head: what --method head fits (choose: on validation)
+HEAD_NAMES = {"replayed": "replayed head", "two": "two heads", "family": "family head alone"}
 ADAPTED = "adapted"  # runs/<experiment>/adapted/<family>/<source>-<recipe>-k<K>.seed<S>/
 GAN_RUN = "dcgan"  # the GAN run a head reads by default: the experiment's
 
@@ -65,6 +82,7 @@ class AdaptConfig(CommandConfig):
     gan_created: str = setting("", added_later="")
     gan_block: int = setting(0, added_later=0)  # the discriminator block read (its number, once resolved)
     reals: str = setting("family", added_later="family")
+    head: str = setting("choose", added_later="replayed")  # --method head: HEAD_CHOICES
     replay_per_class: int = REPLAY_PER_CLASS
     l2_grid: tuple = setting(heads.L2_GRID, added_later=heads.L2_GRID)  # a head's ridge strengths tried
     tune: str = FINETUNE["tune"]
@@ -84,7 +102,8 @@ class AdaptConfig(CommandConfig):
         if self.method == "finetune":
             return "finetune"
         reads = "" if self.features == "source" else f"-{self.features}{self.gan_block}"
-        return self.method + reads + ("-development" if self.method == "novelty" and self.reals != "family" else "")
+        head = f"-{self.head}" if self.method == "head" and self.head != "choose" else ""
+        return self.method + reads + head + ("-development" if self.method == "novelty" and self.reals != "family" else "")
 
 
 def shot_count(text):
@@ -107,6 +126,10 @@ def parse_args(argv=None):
     p.add_argument("--gan", help=f"the GAN run whose discriminator --features gan|both reads (default: the "
                                  f"source experiment's {GAN_RUN}/)")
     p.add_argument("--gan-block", type=int, default=0, help="its block read, 1 = first (default 0: the last)")
+    p.add_argument("--head", choices=HEAD_CHOICES, default="choose",
+                   help="--method head: the replayed head, the two heads (the source's and a family head, fake if "
+                        "either says fake), whichever validation prefers (choose, the default), or the family head "
+                        "alone (the source forgotten: a ceiling to compare with)")
     p.add_argument("--reals", choices=REALS, default="family",
                    help="--method novelty: fit on K reals of the new family (default) or the source's training reals")
     p.add_argument("--shots", type=shot_count, nargs="+", default=[25],
@@ -226,6 +249,96 @@ def fit_head(data, shots, replay, l2_grid):
     return candidates[best["l2"]], best["l2"], table
 
 
+def family_threshold(logits, y, cleared_reals):
+    """The family head's threshold (a logit): the best on the family's validation side (Youden), raised where
+    it would accuse more than MAX_NEWLY_ACCUSED of the source's validation reals that the source clears."""
+    return accusing_at_most(youden_threshold(y, logits), cleared_reals)
+
+
+def accusing_at_most(threshold, cleared_reals):
+    """threshold, raised where more than MAX_NEWLY_ACCUSED of cleared_reals (scores of the source's validation
+    reals that the source clears) would reach it."""
+    allowed = int(MAX_NEWLY_ACCUSED * len(cleared_reals))
+    if allowed < len(cleared_reals):
+        threshold = max(threshold, float(np.nextafter(np.sort(cleared_reals)[::-1][allowed], np.inf)))
+    return threshold
+
+
+def fit_family_head(data, shots, replay, l2_grid):
+    """(a plain ridge-logistic head on the shots alone, its row, the validation table of every strength): the
+    family head of the two-heads model, each strength's threshold by family_threshold and judged as the
+    two-heads model it would make."""
+    reals = replay[0][replay[1] == 0]
+    x = np.concatenate([outputs(data["features"], shots[0])] + ([outputs(data["features"], reals)] if len(reals) else []))
+    y = np.r_[shots[1], np.zeros(len(reals))]
+    groups = y + 2 * (np.arange(len(y)) >= len(shots[1]))  # the shots' two classes and the replayed reals
+    candidates = heads.fit_heads(x, y, balanced_weights(groups), l2_grid=l2_grid)
+    (fx, fy), (sx, sy) = data["val_features"]
+    (fa, sa), t_a = data["val_source_logits"], data["source_threshold"]
+    cleared = (sy == 0) & (sa < t_a)
+    table = []
+    for l2, head in candidates.items():
+        fb, sb = heads.head_logits(fx, head), heads.head_logits(sx, head)
+        t_b = family_threshold(fb, fy, sb[cleared])
+        for below in BELOW_WEIGHTS:
+            rule = (t_a, t_b, below)
+            table.append({"l2": l2, "threshold": t_b, "below": below, "family_head_val_auc": roc_auc(fy, fb),
+                          "family_val_auc": roc_auc(fy, heads.either_logits(fa, fb, rule)),
+                          "source_val_auc": roc_auc(sy, heads.either_logits(sa, sb, rule)),
+                          "newly_accused_val": float(np.mean(sb[cleared] >= t_b)) if cleared.any() else 0.0})
+    best = keeping_best(table, data["source_val_auc"])
+    return candidates[best["l2"]], best, table
+
+
+def keeping_best(rows, source_val_auc):
+    """The row with the best family validation AUC among those keeping the source's validation AUC within
+    MAX_ORIGINAL_DROP (ties: the first); where none keeps it, the one that keeps it best."""
+    keeping = [r for r in rows if r["source_val_auc"] >= source_val_auc - MAX_ORIGINAL_DROP]
+    return max(keeping, key=lambda r: r["family_val_auc"]) if keeping else max(rows, key=lambda r: r["source_val_auc"])
+
+
+def plain_head(data, shots, l2_grid):
+    """(a ridge-logistic head on the shots alone, pulled towards zero, its row): the strength best on the
+    family's validation side, whatever it costs the source (--head family: what forgetting the source gives)."""
+    candidates = heads.fit_heads(outputs(data["features"], shots[0]), shots[1], balanced_weights(shots[1]),
+                                 l2_grid=l2_grid)
+    (fx, fy), (sx, sy) = data["val_features"]
+    table = [{"l2": l2, "family_val_auc": roc_auc(fy, heads.head_logits(fx, head)),
+              "source_val_auc": roc_auc(sy, heads.head_logits(sx, head))} for l2, head in candidates.items()]
+    best = max(table, key=lambda r: r["family_val_auc"])
+    return candidates[best["l2"]], best, table
+
+
+def choose_head(data, shots, replay, cfg, name):
+    """(the model, what the run records) of --head: the replayed head, the two heads, whichever of those two
+    validation prefers, or the family head alone."""
+    if cfg.head == "family":
+        head, row, table = plain_head(data, shots, cfg.l2_grid)
+        return heads.head_model(data["extractors"], head, name), {"head": HEAD_NAMES["family"], "l2": row["l2"],
+                                                                  "validation_by_l2": table}
+    replayed, l2, table = fit_head(data, shots, replay, cfg.l2_grid)
+    record = {"head": HEAD_NAMES["replayed"], "l2": l2, "validation_by_l2": table}
+    if cfg.head == "replayed" or "source_features" not in data:  # --features gan: no source head to keep
+        return heads.head_model(data["extractors"], replayed, name), record
+    family_head, row, family_table = fit_family_head(data, shots, replay, cfg.l2_grid)
+    options = [dict(next(r for r in table if r["l2"] == l2), head=HEAD_NAMES["replayed"]),
+               dict(row, head=HEAD_NAMES["two"])]
+    chosen = keeping_best(options, data["source_val_auc"]) if cfg.head == "choose" else options[1]
+    other = options[1 - options.index(chosen)]
+    record.update(head=chosen["head"], family_head={"l2": row["l2"], "threshold": row["threshold"],
+                                                    "below": row["below"], "validation": family_table})
+    if cfg.head == "choose":
+        record["why"] = (f"family validation AUC {chosen['family_val_auc']:.3f} against {other['family_val_auc']:.3f}"
+                         f" by the {other['head']}, source validation AUC {chosen['source_val_auc']:.3f} against "
+                         f"{other['source_val_auc']:.3f} (the source alone: {data['source_val_auc']:.3f}; at most "
+                         f"{MAX_ORIGINAL_DROP} may be lost)")
+    if chosen is options[0]:
+        return heads.head_model(data["extractors"], replayed, name), record
+    model = heads.either_model(data["source_features"], data["source"], data["extractors"], family_head,
+                               (data["source_threshold"], row["threshold"], row["below"]), name)
+    return model, dict(record, threshold_from="each head's own validation side: fake where either fires (0.5)")
+
+
 class AdaptedRun(Run):
     """One adapted run of cfg.method. A head or a novelty score is fit when the runner builds it (so its time
     is the run's training time); a fine-tuned copy trains like any detector. Its run.json adds the adaptation:
@@ -242,8 +355,14 @@ class AdaptedRun(Run):
     def compile(self, model):
         return self.compile_main(model) if self.compile_main else model
 
-    def record(self, model, *context):
-        return dict(super().record(model, *context), **self.judge(model))
+    def record(self, model, cfg, data, *context):
+        info = super().record(model, cfg, data, *context)
+        judged_now = self.judge(model, info["threshold"])
+        if judged_now["threshold"] != info["threshold"]:  # the model's own rule, not the joint validation's
+            p = probabilities(model, data.val[0], batch_size=cfg.batch_size)
+            info["validation"] = dict(info["validation"], threshold=judged_now["threshold"],
+                                      accuracy_at_threshold=accuracy(data.val[1], p, judged_now["threshold"]))
+        return dict(info, **judged_now)
 
 
 def adapted_run(cfg, name, data, files, record):
@@ -251,10 +370,24 @@ def adapted_run(cfg, name, data, files, record):
     size, mode, manifest = cfg.image_size, cfg.resize_mode, data["family_manifest"]
     chosen = {}
 
-    def judge(model):  # both test splits, once, for the record: what was learnt and what was kept
+    def judge(model, threshold):  # both test splits, once, for the record: what was learnt and what was kept
+        if chosen.get("head") == HEAD_NAMES["two"]:
+            threshold = 0.5  # either fires: each head's threshold is in the model
+        elif chosen.get("head") == HEAD_NAMES["replayed"]:
+            threshold = accusing_at_most(threshold, probabilities(model, data["source_val_cleared"]))
+            chosen["threshold_from"] = (f"both validation sides, raised until at most {MAX_NEWLY_ACCUSED} of the "
+                                        "source's validation reals it clears are accused")
         after = judged(model, data["tests"])
         change = {k: after[k] - record["before"][k] for k in after}
-        return {"adaptation": dict(record, **chosen, after=after, change=change)}
+        family_val_auc = judged(model, {"val": data["family_val"]})["val"]
+        # the original test reals the source clears and this model accuses: what the new family costs the old
+        cleared = data["source_test_cleared"]
+        accused = probabilities(model, data["tests"]["source"][0][cleared]) >= threshold if cleared.any() else []
+        failed = family_val_auc < FAILED_BELOW or family_val_auc < data["family_val_auc_before"]
+        return {"threshold": threshold, "adaptation": dict(
+            record, **chosen, after=after, change=change, family_val_auc=family_val_auc,
+            family_val_auc_before=data["family_val_auc_before"], adapted=not failed,
+            newly_accused=float(np.mean(accused)) if len(accused) else 0.0)}
 
     hp = dict(cfg.record(), recipe=cfg.recipe())
     if cfg.method == "finetune":
@@ -275,9 +408,9 @@ def adapted_run(cfg, name, data, files, record):
         return AdaptedRun(name, hp, build_novelty, judge, extra=threshold), reals
 
     def build():
-        head, l2, table = fit_head(data, shots, data["replay"][cfg.seed], cfg.l2_grid)
-        chosen.update(l2=l2, validation_by_l2=table)
-        return heads.head_model(data["extractors"], head, name)
+        model, record_of_choice = choose_head(data, shots, data["replay"][cfg.seed], cfg, name)
+        chosen.update(record_of_choice)
+        return model
 
     shots = decode(manifest, files, size, mode)
     return AdaptedRun(name, hp, build, judge), shots
@@ -293,7 +426,17 @@ def adapt_one(cfg, source_dir, info, data):
               "family_data_dir": data["family_manifest"]["data_dir"], "shots": cfg.shots,
               "shot_files": [f["path"] for f in files], "before": data["before"]}
     run, learnt = adapted_run(cfg, name, data, files, record)
-    return train_run(run, cfg, SplitData(data["family_manifest"], learnt, data["val"]))[1]
+    info = train_run(run, cfg, SplitData(data["family_manifest"], learnt, data["val"]))[1]
+    say_if_not_adapted(name, info["adaptation"])
+    return info
+
+
+def say_if_not_adapted(name, a):
+    """One line where an adaptation learnt nothing of the family: its verdicts there are the source's or worse."""
+    if not a.get("adapted", True):
+        print(f"{name}: not adapted: its validation AUC on {a['family']} is {a['family_val_auc']:.3f}, the "
+              f"source's own {a['family_val_auc_before']:.3f} (below {FAILED_BELOW} or below the source's is no "
+              "adaptation); its verdicts on this family are no better than the source's")
 
 
 def adapted_name(source_dir, cfg):
@@ -319,6 +462,7 @@ def source_config(args, source_dir, info, family):
             raise UserError(f"--gan {gan_dir}: {e}")
     cfg = AdaptConfig(run=source_dir, family=family, shots=0, method=args.method,
                       features=args.features if args.method != "finetune" else "source", gan_run=gan_dir,
+                      head=args.head if args.method == "head" else "choose",
                       gan_created=gan_info.get("created", ""), gan_block=block, reals=args.reals,
                       replay_per_class=args.replay_per_class, tune=args.tune, epochs=args.epochs,
                       image_size=int(info["image_size"]), resize_mode=resize_mode_of(info),
@@ -345,14 +489,16 @@ def adapt_source(args, source_dir, family):
             kept = finished_run(folder, cfg, manifest)
             if kept is None:
                 if data is None:  # decoded once, and only when something is to be made
-                    data = shared_data(base, source_dir, source_manifest, manifest, discriminator)
+                    data = shared_data(base, source_dir, info, source_manifest, manifest, discriminator)
                 keras.utils.set_random_seed(seed)
                 kept = adapt_one(cfg, source_dir, info, data)
+            else:
+                say_if_not_adapted(os.path.basename(folder), kept["adaptation"])
             out[os.path.basename(folder)] = kept
     return out
 
 
-def shared_data(cfg, source_dir, source_manifest, manifest, discriminator):
+def shared_data(cfg, source_dir, info, source_manifest, manifest, discriminator):
     """What every adapted run of one source shares: the replay per seed, the joint validation set, both test
     splits, the source's own AUCs on them before adaptation, and (for a head) the frozen features."""
     size, mode = cfg.image_size, cfg.resize_mode
@@ -370,9 +516,14 @@ def shared_data(cfg, source_dir, source_manifest, manifest, discriminator):
     source_path = os.path.join(source_dir, "model.keras")
     source = load_model_safely(source_path)
     data = {"replay": Replay(), "tests": tests, "before": judged(source, tests), "source_model": source_path,
-            "val": tuple(np.concatenate([a, b]) for a, b in zip(family_val, source_val)),
+            "val": tuple(np.concatenate([a, b]) for a, b in zip(family_val, source_val)), "family_val": family_val,
             "source_val_auc": roc_auc(source_val[1], probabilities(source, source_val[0])),
-            "family_manifest": manifest, "source_manifest": source_manifest}
+            "family_val_auc_before": roc_auc(family_val[1], probabilities(source, family_val[0])),
+            "source_test_cleared": (tests["source"][1] == 0) & (
+                probabilities(source, tests["source"][0]) < info["threshold"]),
+            "source_val_cleared": source_val[0][(source_val[1] == 0) & (
+                probabilities(source, source_val[0]) < info["threshold"])],
+            "family_manifest": manifest, "source_manifest": source_manifest, "source": source}
     if cfg.method != "finetune":
         try:
             extractors = [heads.detector_features(source)] if cfg.features != "gan" else []
@@ -385,6 +536,12 @@ def shared_data(cfg, source_dir, source_manifest, manifest, discriminator):
         own = heads.detector_head(source) if cfg.features != "gan" else np.zeros(0)
         data["prior"] = np.r_[own, np.zeros(data["features"].output_shape[-1] - len(own))]
         data["val_features"] = [(outputs(data["features"], x), y) for x, y in (family_val, source_val)]
+        if cfg.features != "gan":  # the two-heads model: the source's own head on its own features, unchanged
+            data["source_features"] = extractors[0]
+            kernel, bias = source.layers[-1].get_weights()
+            data["val_source_logits"] = [outputs(extractors[0], x) @ kernel.reshape(-1) + bias[0]
+                                         for x, _ in (family_val, source_val)]
+            data["source_threshold"] = float(heads.logit(info["threshold"]))
     return data
 
 
@@ -404,9 +561,14 @@ def curve_table(results):
     return lines
 
 
+def family_name(data_dir, family=None):
+    """--family, or the --data-dir folder's name; one line where it cannot name a folder."""
+    return check_name(family or os.path.basename(os.path.normpath(data_dir)), "family")
+
+
 def main(argv=None):
     args = parse_args(argv)
-    family = check_name(args.family or os.path.basename(os.path.normpath(args.data_dir)), "family")
+    family = family_name(args.data_dir, args.family)
     for folder in args.run:
         source_run(folder)  # every source checked before any work
     args.precision = setup(args.seed, args.precision)

@@ -286,3 +286,88 @@ def test_bad_gan_runs_and_real_only_scores_get_one_line(source, tmp_path, capsys
         assert run_main(lambda: adapt.main(argv + ["--precision", "float32"])) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0], (argv, err)
+
+
+@pytest.fixture(scope="module")
+def inverted(tmp_path_factory):
+    """A baseline trained on 150 synthetic faces per class at 32 px (its default epochs), and the zoomed-reals
+    family, which it sees inverted: its reals carry a faint trace of the source's generator, its fakes are
+    smoother than any camera here."""
+    from classifiers import train
+    from data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("inverted")
+    faces = generate(str(root / "faces"), images_per_class=150, size=32)
+    family = generate(str(root / "zoomed"), images_per_class=150, size=32, seed=4, family="zoomed-reals")
+    runs = str(root / "runs")
+    assert train.main(["--model", "baseline", "--data-dir", faces, "--runs-dir", runs, "--image-size", "32",
+                       "--batch-size", "16", "--precision", "float32"]) == 0
+    return {"run": os.path.join(runs, "default", "baseline"), "family": family, "root": root,
+            "family_dir": os.path.join(runs, "default", "adapted")}
+
+
+def adapt_inverted(inverted, *extra, data_dir=None):
+    return adapt.main(["--run", inverted["run"], "--data-dir", data_dir or inverted["family"], "--precision",
+                       "float32", *extra])
+
+
+def test_two_heads_turn_round_a_family_the_source_sees_inverted_and_keep_the_source_byte_for_byte(inverted):
+    from classifiers.layers import load_model_safely
+
+    assert adapt_inverted(inverted, "--shots", "all") == 0
+    folder = os.path.join(inverted["family_dir"], "zoomed", "baseline-head-kall.seed1337")
+    info = read_run(folder)
+    a = info["adaptation"]
+    assert a["before"]["family"] < 0.45  # the source sees the family inverted ...
+    assert a["head"] == "two heads" and "replayed head" in a["why"]  # ... validation chose the two heads, and said why
+    assert a["after"]["family"] > 0.7 and a["adapted"]  # ... and the adapted model does not
+    assert a["after"]["source"] >= a["before"]["source"] - adapt.MAX_ORIGINAL_DROP
+    assert a["newly_accused"] <= 0.05 and info["threshold"] == 0.5  # fake where either head fires
+    # the source's features and its own last layer are in the model unchanged, byte for byte, and frozen
+    adapted = load_model_safely(os.path.join(folder, "model.keras"))
+    original = load_model_safely(os.path.join(inverted["run"], "model.keras"))
+    kept = [w.tobytes() for w in adapted.get_layer("source_features").get_weights()]
+    kept += [w.tobytes() for w in adapted.get_layer("source_head").get_weights()]
+    assert kept == [w.tobytes() for w in original.get_weights()]
+    assert not any(w.trainable for w in adapted.weights)
+    # where the family head is quiet the verdict is the source's: the model's rule, recomputed by hand
+    x = np.random.default_rng(0).integers(0, 255, (16, 32, 32, 3)).astype(np.float32)
+    source_logits = adapt.heads.logit(original.predict(x, verbose=0).reshape(-1))
+    family_logits = adapted.get_layer("family_head")(adapted.get_layer("source_features")(x)).numpy().reshape(-1)
+    rule = adapted.get_layer("p_fake").get_weights()[0]
+    expected = 1 / (1 + np.exp(-adapt.heads.either_logits(source_logits, family_logits, rule)))
+    assert adapted.predict(x, verbose=0).reshape(-1) == pytest.approx(expected, abs=1e-4)
+
+
+def test_an_adaptation_that_learns_nothing_says_so_in_one_line_and_the_report_flags_it(inverted, capsys):
+    import random
+    import shutil
+
+    from data.synthetic import generate
+
+    # a family's faces with their labels drawn at random (more of them than the others: a validation side
+    # large enough that chance stays well under the bar)
+    family = generate(str(inverted["root"] / "to-shuffle"), images_per_class=400, size=32, seed=6,
+                      family="zoomed-reals")
+    shuffled = inverted["root"] / "shuffled"
+    files = sorted(os.path.join(family, c, f) for c in ("Real", "Fake") for f in os.listdir(os.path.join(family, c)))
+    random.Random(0).shuffle(files)
+    for i, path in enumerate(files):
+        os.makedirs(shuffled / ("Real", "Fake")[i % 2], exist_ok=True)
+        shutil.copy(path, shuffled / ("Real", "Fake")[i % 2] / f"{i:04d}.jpg")
+    capsys.readouterr()
+    assert adapt_inverted(inverted, "--shots", "25", data_dir=str(shuffled)) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "not adapted" in line]
+    assert len(lines) == 1 and lines[0].startswith("baseline-head-k25.seed1337: not adapted: its validation AUC")
+    a = read_run(os.path.join(inverted["family_dir"], "shuffled", "baseline-head-k25.seed1337"))["adaptation"]
+    assert not a["adapted"] and (a["family_val_auc"] < adapt.FAILED_BELOW
+                                 or a["family_val_auc"] < a["family_val_auc_before"])
+    # kept, it is said again; the report flags its row
+    assert adapt_inverted(inverted, "--shots", "25", data_dir=str(shuffled)) == 0
+    assert "baseline-head-k25.seed1337: not adapted" in capsys.readouterr().out
+    from compare import adaptation
+
+    rows = adaptation.summary(adaptation.collect(os.path.dirname(inverted["family_dir"]),
+                                                 read_run(inverted["run"])["split_fingerprint"]))
+    assert "**not adapted**" in "\n".join(adaptation.markdown(rows))
+    assert [r["not_adapted"] for r in rows if r["family"] == "shuffled" and r["shots"]] == [1]

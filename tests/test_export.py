@@ -61,14 +61,17 @@ def runs(tmp_path_factory):
     exp = os.path.join(runs, "default")
     assert adapt.main(["--run", os.path.join(exp, "baseline"), "--data-dir", family, "--shots", "3", "--epochs", "1",
                        "--precision", "float32"]) == 0
+    assert adapt.main(["--run", os.path.join(exp, "baseline"), "--data-dir", family, "--shots", "3", "--head", "two",
+                       "--precision", "float32"]) == 0  # the source's head beside a family head: EitherFires
     return {"faces": faces, "exp": exp, "runs": runs,
             "baseline": os.path.join(exp, "baseline"), "mixed": os.path.join(runs, "mixed", "baseline"),
             "adapted": os.path.join(exp, "adapted", "sharp", "baseline-head-k3.seed1337"),
+            "two-heads": os.path.join(exp, "adapted", "sharp", "baseline-head-two-k3.seed1337"),
             "one-class": os.path.join(exp, "dcgan-one-class"), "zero-shot": os.path.join(exp, "dcgan-zero-shot"),
             "fine-tuned": os.path.join(exp, "dcgan-discriminator")}
 
 
-@pytest.mark.parametrize("kind", ["baseline", "mixed", "adapted", "one-class", "zero-shot", "fine-tuned"])
+@pytest.mark.parametrize("kind", ["baseline", "mixed", "adapted", "two-heads", "one-class", "zero-shot", "fine-tuned"])
 def test_an_exported_detector_gives_predicts_probabilities_without_the_kit(runs, kind, tmp_path):
     run = runs[kind]
     out = str(tmp_path / "out")
