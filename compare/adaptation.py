@@ -26,7 +26,7 @@ def collect(exp_dir, fingerprint):
                 continue
             source = f"{os.path.basename(a['source'])} {a.get('recipe', 'finetune')}"  # before recipes: fine-tuned
             curve = out.setdefault(family, {}).setdefault(source, {"before": a["before"], "points": {}})
-            curve["points"].setdefault(a["shots"], []).append(a["after"])
+            curve["points"].setdefault(a["shots"], []).append(dict(a["after"], adapted=a.get("adapted", True)))
             if a["shots"] == "all":  # drawn at the images per class it had
                 curve["all_per_class"] = len(a["shot_files"]) // 2
     return out
@@ -54,7 +54,9 @@ def summary(curves):
                              "axis": curve.get("all_per_class", 0) if k == "all" else k,
                              "family_auc": float(fam.mean()), "family_sd": sd(fam),
                              "source_auc": float(src.mean()), "source_sd": sd(src),
-                             "source_change": float(src.mean() - before["source"])})
+                             "source_change": float(src.mean() - before["source"]),
+                             # seeds whose family validation AUC stayed under the bar (classifiers.adapt)
+                             "not_adapted": sum(not p["adapted"] for p in curve["points"][k])})
     return rows
 
 
@@ -78,6 +80,9 @@ def cell(r, bold=True):
     flag = (" **inverted**" if bold else "!") if r["family_auc"] < 0.5 else ""
     if not r["shots"]:
         return f"{r['family_auc']:.3f}{flag} ({r['source_auc']:.3f})"
+    if r.get("not_adapted"):
+        flag += (" **not adapted**" if r["not_adapted"] == r["seeds"] else
+                 f" **not adapted** ({r['not_adapted']} of {r['seeds']} seeds)")
     spread = f" +- {r['family_sd']:.3f}" if r["seeds"] > 1 else ""  # one seed has no spread to show
     return f"{r['family_auc']:.3f}{spread}{flag} ({r['source_change']:+.3f})"
 
@@ -88,12 +93,14 @@ def markdown(rows):
     ks = shot_columns(rows)
     lines = ["", "## Adapted to new families (few labelled images)", "",
              "Each source detector taught a new family from K labelled images per class (`python -m "
-             "classifiers.adapt`; its recipe after the source's name: `head` a logistic head on its frozen "
-             "features, `-gan`N / `-both`N on the GAN discriminator's block N / on both, `novelty` a distance to "
+             "classifiers.adapt`; its recipe after the source's name: `head` logistic heads on its frozen "
+             "features, the replayed head or the source's own beside a family head, as validation chose (run.json "
+             "says which and why; `-replayed`, `-two`, `-family` where one was asked for), `-gan`N / `-both`N on the GAN discriminator's block N / on both, `novelty` a distance to "
              "real faces fit on K reals alone, `finetune` a fine-tuned copy). Per cell: AUC on the family's own "
              "test split, mean +- sd over seeds, and in brackets the change on this experiment's test split (what "
              "it kept); `before` is the source as it was, its original test AUC in brackets. **Inverted**: AUC "
-             "below 0.5.", "",
+             "below 0.5. **Not adapted**: its validation AUC on the family stayed under 0.6 or under the "
+             "source's own: nothing of the family was learnt.", "",
              "| family | source recipe | " + " | ".join(str(k or "before") for k in ks) + " |", "|---" * (len(ks) + 2) + "|"]
     for (family, source), by_k in grid(rows).items():
         lines.append(f"| {family} | {source} | " + " | ".join(cell(by_k.get(k)) for k in ks) + " |")
@@ -104,12 +111,14 @@ def terminal(rows):
     ks = shot_columns(rows)
     width = max(len(r["source"]) for r in rows) + 1
     lines = [f"{'adapted to':<12} {'source recipe':<{width}}" + "".join(f" {str(k or 'before'):>15}" for k in ks),
-             "(new family AUC, change on the original test AUC; before: its original test AUC)"]
+             "(new family AUC, change on the original test AUC; before: its original test AUC; "
+             "!: inverted, x: not adapted)"]
     for (family, source), by_k in grid(rows).items():
         cells = ""
         for k in ks:
             r = by_k.get(k)
-            text = "" if r is None else f"{r['family_auc']:.3f}{'!' if r['family_auc'] < 0.5 else ''} " + (
+            text = "" if r is None else f"{r['family_auc']:.3f}{'!' if r['family_auc'] < 0.5 else ''}" + (
+                "x" if r.get("not_adapted") else "") + " " + (
                 f"{r['source_change']:+.3f}" if k else f"{r['source_auc']:.3f}")
             cells += f" {text:>15}"
         lines.append(f"{family[:12]:<12} {source:<{width}}{cells}")
