@@ -4,13 +4,15 @@
 - --recipes: test AUC per CPU-minute of each recipe (compare/bench/curves.py);
 - --learning-curve: test AUC against labelled training images (compare/bench/learning_curve.py);
 - --scale N: time and peak memory of every stage at N images (compare/bench/scale.py);
-- --machine: the quick GAN's steps/s and the detectors' images/s on this CPU (compare/bench/machine.py).
+- --machine: the quick GAN's steps/s and the detectors' images/s on this CPU (compare/bench/machine.py);
+- --adapt-heads RUN: the heads classifiers.adapt can fit for a new family, side by side (compare/bench/adapt_heads.py).
 """
 import argparse
 import os
 import sys
 
-from compare.bench import curves, learning_curve as LC, machine as M, scale
+from classifiers.adapt import shot_count
+from compare.bench import adapt_heads, curves, learning_curve as LC, machine as M, scale
 from compare.bench.pipeline import WINDOW_SECONDS, WINDOWS, bench_size, format_table
 from compare.bench.pipeline import __doc__ as PIPELINE_DOC
 from data.runs import experiment_dir, write_json_atomic
@@ -53,7 +55,13 @@ def parse_args(argv=None):
                         "detectors' training images/s, with the CPU's flags and the precision (compare/bench/machine.py)")
     p.add_argument("--machine-steps", type=positive_int, default=60,
                    help="with --machine: GAN steps measured after a warm-up of a sixth as many")
+    p.add_argument("--adapt-heads", metavar="RUN",
+                   help="a finished detector run: every --head of classifiers.adapt on the new family --data-dir, "
+                        "at --shots over --seeds (compare/bench/adapt_heads.py)")
+    p.add_argument("--shots", type=shot_count, nargs="+", default=[25], help="with --adapt-heads: K per class")
     args = p.parse_args(argv)
+    if args.adapt_heads and not args.data_dir:
+        p.error("--adapt-heads needs --data-dir: the new family")
     if args.image_size is None:
         args.image_size = [64, 128] if args.scale else [128, 256]
     return args
@@ -67,6 +75,9 @@ def main(argv=None):
         return scale.run(args)
     if args.machine:
         return machine(args)
+    if args.adapt_heads:
+        args.precision = setup(args.seed, args.precision)
+        return adapt_heads.run(args)
 
     policy = setup(args.seed, args.precision, deterministic=False)
     data_dir = resolve_data_dir(args.data_dir, args.runs_dir)
