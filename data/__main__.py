@@ -2,11 +2,14 @@
 
 With --experiment NAME --decode SIZE [SIZE ...], also write (or reuse) that experiment's split and decode
 its three sides at those sizes into the experiment's decode cache (data.cache), which every run then reads:
-worth doing once before many runs on a large folder."""
+worth doing once before many runs on a large folder. With --align auto|ffhq, also find every image's face
+(data/align.py; found once per file, cached beside the scan's hashes) and say how many alignment keeps as
+they are, aligns, or cannot judge (each named), and which hold several faces."""
 import argparse
 import os
 import sys
 
+from data import align
 from data.cache import cache_folder, cached_split
 from data.pipeline import RESIZE, RESIZE_MODES
 from data.runs import experiment_dir, write_json_atomic
@@ -36,6 +39,11 @@ def main(argv=None):
     parser.add_argument("--decode", type=positive_int, nargs="+", metavar="SIZE", default=(),
                         help="with --experiment: decode its train, val and test images at these sizes into its cache")
     parser.add_argument("--resize-mode", choices=RESIZE_MODES, default=RESIZE, help="how --decode fits a face")
+    parser.add_argument("--align", choices=align.ALIGN_MODES, default="none",
+                        help="also find every image's face and say what this alignment makes of the folder")
+    parser.add_argument("--align-size", type=positive_int, default=64,
+                        help="with --align: the detector input the faces are judged for (a face's eye distance must "
+                             "be at least an eighth of it)")
     args = parser.parse_args(argv)
     if args.decode and not args.experiment:
         parser.error("--decode needs --experiment (the cache belongs to an experiment's split)")
@@ -48,6 +56,10 @@ def main(argv=None):
     if args.show_rejected or len(scan.rejected) <= 20:
         for path, reason in scan.rejected:
             print(f"rejected {printable(path)}: {reason}")
+    if args.align != "none":
+        cache = align.LandmarkCache(os.path.join(os.path.dirname(scan_cache_path(args.runs_dir)), "landmarks.json"))
+        for line in align.survey(data_dir, scan.images, args.align, args.align_size, cache).lines(args.align):
+            print(line)
     if args.split_out:
         write_json_atomic(args.split_out, manifest)
         print(f"split manifest written to {args.split_out}")

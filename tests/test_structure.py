@@ -10,8 +10,9 @@ ALLOWED = {"data": {"data"}, "classifiers": {"data", "classifiers"}, "gan": {"da
 MAX_FUNCTION_LINES = 60
 # Imports live at the top of a file, so a reader sees what it depends on. The exceptions: data.runtime loads
 # TensorFlow lazily (and quietly) for the whole kit, so `python -m data` never pays for it; keras_tuner,
-# matplotlib and tensorboard are loaded where they are used (only the search, the plots and the report need them).
-LAZY_IMPORT_HOME = {"data.runtime": ("tensorflow", "keras", "absl")}
+# matplotlib and tensorboard are loaded where they are used (only the search, the plots and the report need them);
+# data.align loads mtcnn (which imports TensorFlow) only where faces are looked for.
+LAZY_IMPORT_HOME = {"data.runtime": ("tensorflow", "keras", "absl"), "data.align": ("mtcnn",)}
 LAZY_ANYWHERE = ("keras_tuner", "matplotlib", "tensorboard")
 MAX_IMPORTS_IN_FUNCTIONS = 20
 
