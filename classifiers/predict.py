@@ -1,8 +1,12 @@
-"""`python -m classifiers.predict --run RUN_DIR [--json] PATH...`: is each face real or fake?
+"""`python -m classifiers.predict --run RUN_DIR [--json] [--align auto] [--draw DIR] PATH...`: is each face real or fake?
 
 For every image (or every image under a folder): the probability that it is fake and the verdict at the
-run's threshold (chosen on the validation split; 0.5 where the run has none). Unreadable files get an
-error line naming them, the other images are still judged, and the exit status is 1 at the end.
+run's threshold (chosen on the validation split; 0.5 where the run has none). With --align auto|ffhq
+(data/align.py) every face of a photo is found and judged on its own, framed as FFHQ frames its faces (auto:
+a picture that already is a face's FFHQ crop is judged as it is), its box and landmarks beside its verdict;
+--draw DIR writes each photo with a box and verdict per face. Unreadable files, pictures without a face and
+faces too small to judge get an error line naming them, the other images and faces are still judged, and the
+exit status is 1 at the end.
 """
 import argparse
 import json
@@ -10,9 +14,11 @@ import os
 import sys
 
 import numpy as np
+from PIL import ImageDraw
 
 from classifiers import saliency
 from classifiers.layers import load_model_safely
+from data import align
 from data.pipeline import fit_square, resize_mode_of
 from data.runs import BrokenRun, read_run
 from data.runtime import UserError, import_tensorflow, printable, run_main
@@ -86,42 +92,96 @@ def probabilities(model, x, tta=False, batch_size=BATCH):
     return p
 
 
-def predict_files(model, info, files, tta=False, saliency_dir=None):
-    """Yield (path, p_fake or None, error or None) for each file, decoding in batches; saliency_dir: also
-    write each image's SmoothGrad figure there (classifiers/saliency.py), named after the image."""
-    figure_names = set()  # two images of one name in different folders get NAME and NAME-2
+def pictures_to_judge(img, mode, size):
+    """[(picture, face record or None, error or None)] of one decoded image: the image itself (mode none), or
+    one entry per face found, largest first, each framed by data.align."""
+    if mode == "none":
+        return [(img, None, None)]
+    faces = align.find_faces(img)
+    if not faces:
+        return [(None, None, "no face found")]
+    out = []
+    for number, face in enumerate(faces, 1):
+        name = f"face {number} of {len(faces)}: " if len(faces) > 1 else ""
+        try:
+            picture, _, warped = align.frame(img, [face], mode, size)
+            out.append((picture, dict(face.as_json(), face=number, aligned=warped), None))
+        except align.NoFace as e:
+            out.append((None, dict(face.as_json(), face=number), f"{name}{e}"))
+    return out
+
+
+def predict_files(model, info, files, tta=False, saliency_dir=None, align_mode=align.ALIGN, draw_dir=None,
+                  threshold=0.5):
+    """Yield (path, p_fake or None, error or None, face record or None) per file, or per face with
+    align_mode auto|ffhq, decoding in batches; saliency_dir: also write each image's SmoothGrad figure there
+    (classifiers/saliency.py), named after the image; draw_dir: each photo with its faces' boxes and verdicts."""
+    figure_names, drawn_names = set(), set()  # two images of one name in different folders get NAME and NAME-2
 
     size, mode = int(info["image_size"]), resize_mode_of(info)
     for start in range(0, len(files), BATCH):
         chunk = files[start:start + BATCH]
-        arrays, results = [], []
+        arrays, results, photos = [], [], {}
         for path in chunk:
             try:
                 img = read_checked(path)[0]  # a blank image the scan refuses is refused here too
-                arrays.append(np.asarray(fit_square(img, size, mode), np.float32))
-                results.append((path, len(arrays) - 1, None))
             except BadImage as e:
-                results.append((path, None, str(e)))
+                results.append((path, None, str(e), None))
+                continue
+            photos[path] = img
+            for picture, face, error in pictures_to_judge(img, align_mode, size):
+                if picture is not None:
+                    arrays.append(np.asarray(fit_square(picture, size, mode), np.float32))
+                results.append((path, len(arrays) - 1 if picture is not None else None, error, face))
         probs = probabilities(model, np.stack(arrays), tta) if arrays else []
         if saliency_dir and arrays:
             write_saliency(model, info, np.stack(arrays), probs, [r for r in results if r[1] is not None], saliency_dir,
                            figure_names)
-        for path, idx, error in results:
-            yield path, (float(probs[idx]) if idx is not None else None), error
+        if draw_dir and align_mode != "none":
+            for path, img in photos.items():
+                faces = [(face, float(probs[idx]) if idx is not None else None)
+                         for p, idx, _, face in results if p == path and face is not None]
+                draw_verdicts(img, faces, threshold, os.path.join(draw_dir, unique_name(path, drawn_names) + ".png"))
+        for path, idx, error, face in results:
+            yield path, (float(probs[idx]) if idx is not None else None), error, face
+
+
+def unique_name(path, taken):
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name, n = stem, 1
+    while name in taken:
+        n += 1
+        name = f"{stem}-{n}"
+    taken.add(name)
+    return name
+
+
+def draw_verdicts(img, faces, threshold, out):
+    """The photo with each face's box: red and "fake p" at or over the threshold, green "real p" under it,
+    grey where the face could not be judged."""
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    img = img.copy()
+    pen = ImageDraw.Draw(img)
+    width = max(2, round(max(img.size) / 300))
+    for face, prob in faces:
+        x, y, w, h = face["box"]
+        if prob is None:
+            colour, label = (160, 160, 160), "not judged"
+        else:
+            fake = prob >= threshold
+            colour, label = ((220, 30, 30) if fake else (30, 180, 60)), f"{'fake' if fake else 'real'} {prob:.2f}"
+        pen.rectangle([x, y, x + w, y + h], outline=colour, width=width)
+        pen.text((x + width, max(0, y - 12)), label, fill=colour)
+    img.save(out)
 
 
 def write_saliency(model, info, images, probs, results, folder, taken):
     os.makedirs(folder, exist_ok=True)
     maps = saliency.saliency_maps(model, images)
     threshold = float(info.get("threshold") or 0.5)
-    for path, idx, _ in results:
+    for path, idx, _, _ in results:
         verdict = "fake" if probs[idx] >= threshold else "real"
-        stem = os.path.splitext(os.path.basename(path))[0]
-        name, n = stem, 1
-        while name in taken:
-            n += 1
-            name = f"{stem}-{n}"
-        taken.add(name)
+        name = unique_name(path, taken)
         out = os.path.join(folder, name + ".saliency.png")
         saliency.figure(images[idx:idx + 1], maps[idx:idx + 1], [f"p {probs[idx]:.2f}: {verdict}"],
                         f"{info.get('model', 'model')}: {os.path.basename(path)}", out)
@@ -135,6 +195,12 @@ def main(argv=None):
     p.add_argument("--tta", action="store_true", help="average each image with its mirror image (2x the time)")
     p.add_argument("--saliency", metavar="DIR",
                    help="also write, per image, where the detector looks (SmoothGrad) to DIR/NAME.saliency.png")
+    p.add_argument("--align", choices=align.ALIGN_MODES,
+                   help="find every face and judge each framed as FFHQ frames faces (ffhq), or as it is where the "
+                        "picture already is its crop (auto); none: the picture as given (default: as the run was "
+                        "trained, none for a run that does not say)")
+    p.add_argument("--draw", metavar="DIR", help="with --align auto|ffhq: write each photo with a box and verdict "
+                                                 "per face to DIR/NAME.png")
     p.add_argument("paths", nargs="+", metavar="PATH", help="images or folders of images")
     args = p.parse_args(argv)
     files = collect(args.paths)
@@ -142,26 +208,39 @@ def main(argv=None):
         raise UserError(f"no image files in {', '.join(printable(p) for p in args.paths)}")
     model, info = load_detector(args.run)
     threshold = args.threshold if args.threshold is not None else float(info.get("threshold") or 0.5)
-    failures, fakes = 0, 0
-    for path, prob, error in predict_files(model, info, files, args.tta, args.saliency):
+    align_mode = args.align or info.get("align", align.ALIGN)
+    if args.draw and align_mode == "none":
+        raise UserError("--draw marks the faces found: give --align auto or ffhq")
+    failures, fakes, judged = 0, 0, 0
+    for path, prob, error, face in predict_files(model, info, files, args.tta, args.saliency, align_mode, args.draw,
+                                                 threshold):
+        where = face_mark(face) if face else ""
         if error:
             failures += 1
             print(f"error: {printable(path)}: {error}", file=sys.stderr)
             if args.json:
-                print(json.dumps({"path": path, "error": error}))
+                print(json.dumps(dict(face or {}, path=path, error=error)))
             continue
         verdict = "fake" if prob >= threshold else "real"
         fakes += verdict == "fake"
+        judged += 1
         if args.json:
-            print(json.dumps({"path": path, "p_fake": round(prob, 6), "verdict": verdict, "threshold": threshold}))
+            print(json.dumps(dict(face or {}, path=path, p_fake=round(prob, 6), verdict=verdict, threshold=threshold)))
         else:
-            print(f"{prob:.4f}  {verdict}  {printable(path)}")
-    judged = len(files) - failures
-    print(f"{fakes:,} of {judged:,} image(s) judged fake at threshold {threshold:.3f}"
+            print(f"{prob:.4f}  {verdict}  {printable(path)}{where}")
+    things = "face(s)" if align_mode != "none" else "image(s)"
+    print(f"{fakes:,} of {judged:,} {things} judged fake at threshold {threshold:.3f}"
           + (f"; {failures:,} could not be judged" if failures else ""), file=sys.stderr)
+    if args.draw:
+        print(f"faces drawn: {os.path.abspath(args.draw)}", file=sys.stderr)
     if args.saliency:
         print(f"saliency figures: {os.path.abspath(args.saliency)}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def face_mark(face):
+    x, y, w, h = (round(v) for v in face["box"])
+    return f"  face {face['face']} at {x},{y} {w}x{h}" + (" (aligned)" if face.get("aligned") else "")
 
 
 if __name__ == "__main__":
