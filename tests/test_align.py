@@ -1,0 +1,170 @@
+"""Finding and aligning faces (data/align.py), and classifiers.predict on photos. The faces are the kit's own
+drawn ones (data.synthetic.draw_face) at seeds mtcnn finds with confidence above 0.99: nothing is read from
+outside the test, nothing downloaded."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from classifiers import train as train_cli
+import conftest
+from data import align
+from data.synthetic import draw_face
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FACE_SEEDS = (10, 11)  # draw_face(default_rng(seed), 128): one face each, confidence 0.999
+SIZE = 64  # the detector input the crops are made for
+
+
+def face(seed=FACE_SEEDS[1], size=128):
+    return Image.fromarray(np.clip(draw_face(np.random.default_rng(seed), size), 0, 255).astype(np.uint8))
+
+
+def background(width, height, seed=0):
+    """A blurred, textured picture without a face."""
+    rng = np.random.default_rng(seed)
+    noise = rng.uniform(0, 255, (height // 16, width // 16, 3)).astype(np.uint8)
+    return Image.fromarray(noise).resize((width, height), Image.BICUBIC).filter(ImageFilter.GaussianBlur(4))
+
+
+def placed(pictures, width=480, height=400):
+    """pictures: [(image, (x, y) of its centre, scale, degrees)] pasted into one background picture."""
+    canvas = background(width, height)
+    for img, (cx, cy), scale, degrees in pictures:
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BICUBIC)
+        mask = Image.new("L", img.size, 255).rotate(degrees, Image.BILINEAR, expand=True)
+        img = img.rotate(degrees, Image.BILINEAR, expand=True)
+        canvas.paste(img, (round(cx - img.width / 2), round(cy - img.height / 2)), mask)
+    return canvas
+
+
+def similarity(a, b):
+    """Pearson correlation of two pictures' pixels."""
+    a, b = (np.asarray(x, np.float64).ravel() for x in (a, b))
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def test_a_face_placed_in_a_larger_picture_is_found_and_aligned_as_the_original():
+    original = face()
+    reference, _, _ = align.frame(original, align.find_faces(original), "ffhq", SIZE)
+    picture = placed([(original, (300, 170), 1.5, 7.0)])
+    faces = align.find_faces(picture)
+    assert len(faces) == 1
+    x, y, w, h = faces[0].box
+    assert 300 - w < x < 300 and 170 - h < y < 170  # the box holds the face's centre
+    aligned, found, warped = align.frame(picture, faces, "ffhq", SIZE)
+    assert warped and found == faces[0] and aligned.size == (SIZE, SIZE)
+    # the aligned crop is the original's own crop: pixels correlated above 0.8 (0.86 to 0.96 measured over
+    # three placements of two faces; mtcnn's landmarks are whole pixels), where the picture as given is at 0
+    assert similarity(aligned, reference) > 0.8
+    assert similarity(picture.resize((SIZE, SIZE)), reference) < 0.3
+    assert np.mean(np.abs(np.asarray(aligned, float) - np.asarray(reference, float))) < 20
+
+
+def test_alignment_is_deterministic_and_auto_keeps_an_aligned_face_byte_for_byte():
+    picture = placed([(face(), (240, 200), 1.2, -5.0)])
+    first = [np.asarray(align.frame(picture, align.find_faces(picture), "ffhq", SIZE)[0]) for _ in range(2)]
+    assert np.array_equal(*first)
+    crop = Image.fromarray(first[0]).resize((128, 128), Image.BICUBIC)  # a face already at the FFHQ framing
+    kept, found, warped = align.frame(crop, align.find_faces(crop), "auto", 128)
+    assert kept is crop and not warped and found is not None
+    assert align.frame(picture, align.find_faces(picture), "auto", SIZE)[2]  # a face in a photo: aligned
+    none, _, _ = align.frame(picture, [], "none", SIZE)
+    assert none is picture
+
+
+def test_a_face_at_the_pictures_edge_is_padded_by_reflection_not_black():
+    picture = placed([(face(), (40, 200), 1.2, 0.0)], width=400)  # its left side cut by the edge
+    aligned = np.asarray(align.frame(picture, align.find_faces(picture), "ffhq", SIZE)[0])
+    assert (aligned.max(axis=2) < 8).mean() < 0.01
+
+
+def test_landmarks_that_make_no_face_and_a_tiny_face_are_refused_with_the_reason():
+    upright = align.Face((0, 0, 40, 50), ((10, 20), (30, 20), (20, 30), (12, 40), (28, 40)), 0.99)
+    assert align.face_problem(upright, 64) is None
+    flipped = align.Face((0, 0, 40, 50), ((10, 40), (30, 40), (20, 30), (12, 20), (28, 20)), 0.99)
+    assert "eyes are not above the mouth" in align.face_problem(flipped, 64)
+    message = align.face_problem(upright, 256)
+    assert "eye distance is 20.0 px, the minimum 32.0 px (for a 256 px detector)" in message
+    with pytest.raises(align.NoFace, match="no face found"):
+        align.frame(background(200, 200), align.find_faces(background(200, 200)), "auto", SIZE)
+
+
+def test_the_landmark_cache_finds_each_files_faces_once(tmp_path, monkeypatch):
+    calls = []
+    real = align.find_faces
+    monkeypatch.setattr(align, "find_faces", lambda img: calls.append(1) or real(img))
+    path = str(tmp_path / "landmarks.json")
+    cache = align.LandmarkCache(path)
+    found = cache.get("sha-a", face())
+    cache.get("sha-a", face())
+    cache.save()
+    again = align.LandmarkCache(path)
+    assert again.get("sha-a", None) == found and len(calls) == 1
+    with open(path, "w") as f:
+        f.write('{"detector": "mtcnn-1.0.0", "faces": {"sha-a": [{"box": ')  # half-written: started afresh
+    assert align.LandmarkCache(path).entries == {}
+
+
+def test_faces_are_found_with_the_network_closed(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("the test closed the network")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(align, "_detector", None)  # the weights load again, from the wheel
+    assert len(align.find_faces(face(FACE_SEEDS[0]))) == 1
+
+
+@pytest.mark.end_to_end
+def test_predict_judges_every_face_of_a_photo_and_names_the_pictures_it_cannot(tiny_faces, tmp_path):
+    runs = str(tmp_path / "runs")
+    assert train_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--epochs", "1"] + conftest.TINY) == 0
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    placed([(face(FACE_SEEDS[0]), (130, 200), 1.3, 4.0), (face(), (350, 200), 1.0, -3.0)]).save(photos / "two.jpg")
+    background(300, 300).save(photos / "none.jpg")
+    drawn = tmp_path / "drawn"
+    cmd = [sys.executable, "-m", "classifiers.predict", "--run", os.path.join(runs, "default", "baseline"), "--json",
+           "--align", "auto", "--draw", str(drawn), str(photos)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    two = [r for r in rows if r["path"].endswith("two.jpg")]
+    assert [r["face"] for r in two] == [1, 2] and all(0 <= r["p_fake"] <= 1 and r["aligned"] for r in two)
+    centres = sorted(r["box"][0] + r["box"][2] / 2 for r in two)
+    assert abs(centres[0] - 130) < 40 and abs(centres[1] - 350) < 40
+    assert set(two[0]["landmarks"]) == set(align.LANDMARKS)
+    assert [r["error"] for r in rows if r["path"].endswith("none.jpg")] == ["no face found"]
+    assert f"error: {photos / 'none.jpg'}: no face found" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(os.listdir(drawn)) == ["none.png", "two.png"]
+    assert Image.open(drawn / "two.png").size == (480, 400)
+
+
+def test_a_folder_survey_names_what_it_cannot_judge_and_finds_each_face_once(tmp_path, monkeypatch):
+    from data.scan import scan_folder
+    aligned = align.frame(face(), align.find_faces(face()), "ffhq", 128)[0]
+    pictures = {"Real/aligned.png": aligned, "Real/in-photo.png": placed([(face(FACE_SEEDS[0]), (200, 200), 1.2, 5.0)]),
+                "Fake/two.png": placed([(face(FACE_SEEDS[0]), (130, 200), 1.3, 4.0), (face(), (350, 200), 1.0, -3.0)]),
+                "Fake/none.png": background(160, 160)}
+    for name, img in pictures.items():
+        os.makedirs(tmp_path / "faces" / os.path.dirname(name), exist_ok=True)
+        img.save(tmp_path / "faces" / name)
+    root = str(tmp_path / "faces")
+    records = scan_folder(root).images
+    cache = align.LandmarkCache(str(tmp_path / "landmarks.json"))
+    result = align.survey(root, records, "auto", SIZE, cache)
+    assert (result.kept, result.aligned) == (1, 2)
+    assert result.refused == [("Fake/none.png", "no face found")] and result.several == [("Fake/two.png", 2)]
+    lines = result.lines("auto")
+    assert "1 kept as they are, 2 aligned, 1 cannot be judged, 1 with several faces" in lines[0]
+    assert "  no face to judge in Fake/none.png: no face found" in lines and "  2 faces in Fake/two.png: the largest taken" in lines
+
+    def refuse(img):
+        raise AssertionError("the faces were looked for again")
+    monkeypatch.setattr(align, "find_faces", refuse)
+    again = align.survey(root, records, "ffhq", SIZE, align.LandmarkCache(str(tmp_path / "landmarks.json")))
+    assert (again.kept, again.aligned) == (0, 3) and again.several == result.several
