@@ -5,14 +5,16 @@
 - --learning-curve: test AUC against labelled training images (compare/bench/learning_curve.py);
 - --scale N: time and peak memory of every stage at N images (compare/bench/scale.py);
 - --machine: the quick GAN's steps/s and the detectors' images/s on this CPU (compare/bench/machine.py);
-- --adapt-heads RUN: the heads classifiers.adapt can fit for a new family, side by side (compare/bench/adapt_heads.py).
+- --adapt-heads RUN: the heads classifiers.adapt can fit for a new family, side by side (compare/bench/adapt_heads.py);
+- --faces-in-pictures RUN: a detector on its test faces as given and placed in photos, aligned or not
+  (compare/bench/faces_in_pictures.py).
 """
 import argparse
 import os
 import sys
 
 from classifiers.adapt import shot_count
-from compare.bench import adapt_heads, curves, learning_curve as LC, machine as M, scale
+from compare.bench import adapt_heads, curves, faces_in_pictures, learning_curve as LC, machine as M, scale
 from compare.bench.pipeline import WINDOW_SECONDS, WINDOWS, bench_size, format_table
 from compare.bench.pipeline import __doc__ as PIPELINE_DOC
 from data.runs import experiment_dir, write_json_atomic
@@ -59,6 +61,9 @@ def parse_args(argv=None):
                    help="a finished detector run: every --head of classifiers.adapt on the new family --data-dir, "
                         "at --shots over --seeds (compare/bench/adapt_heads.py)")
     p.add_argument("--shots", type=shot_count, nargs="+", default=[25], help="with --adapt-heads: K per class")
+    p.add_argument("--faces-in-pictures", metavar="RUN",
+                   help="a finished detector run: its test AUC on its test faces as given and placed in larger "
+                        "pictures, judged whole and aligned (compare/bench/faces_in_pictures.py)")
     args = p.parse_args(argv)
     if args.adapt_heads and not args.data_dir:
         p.error("--adapt-heads needs --data-dir: the new family")
@@ -78,6 +83,9 @@ def main(argv=None):
     if args.adapt_heads:
         args.precision = setup(args.seed, args.precision)
         return adapt_heads.run(args)
+    if args.faces_in_pictures:
+        args.precision = setup(args.seed, args.precision)
+        return faces_in_pictures.run(args)
 
     policy = setup(args.seed, args.precision, deterministic=False)
     data_dir = resolve_data_dir(args.data_dir, args.runs_dir)
