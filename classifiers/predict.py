@@ -1,4 +1,4 @@
-"""`python -m classifiers.predict --run RUN_DIR [--json] [--align auto] [--draw DIR] PATH...`: is each face real or fake?
+"""`python -m classifiers.predict --run RUN_DIR [--json] [--align auto] [--draw DIR] PATH...`: real or fake?
 
 For every image (or every image under a folder): the probability that it is fake and the verdict at the
 run's threshold (chosen on the validation split; 0.5 where the run has none). With --align auto|ffhq

@@ -78,8 +78,8 @@ def find_faces(img):
             import_tensorflow()  # quiet, and the kit's thread settings, before mtcnn imports it
             from mtcnn import MTCNN  # its three networks load once, and only where faces are looked for
             _detector = MTCNN()
-    # numpy rows [image, x1, y1, x2, y2, confidence, the five x, the five y]: sub-pixel landmarks (its JSON rounds them to
-    # whole pixels, a 1.5% jitter of a 256 px face's crop); kept to 0.01 px so a cached face is the face found
+    # numpy rows [image, x1, y1, x2, y2, confidence, the five x, the five y]: sub-pixel landmarks (its JSON
+    # rounds them to whole pixels); kept to 0.01 px so a cached face is the face found
     rows = _detector.detect_faces(np.asarray(img, np.uint8), min_face_size=MIN_FACE_PIXELS, output_type="numpy",
                                   box_format="xyxy")
     faces = [Face(tuple(round(float(v), 2) for v in (r[1], r[2], r[3] - r[1], r[4] - r[2])),
@@ -198,8 +198,9 @@ class LandmarkCache:
     def save(self):
         if self.changed:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            write_json_atomic(self.path, {"detector": DETECTOR, "min_confidence": MIN_CONFIDENCE, "files": {
-                k: {"size": list(size), "faces": [f.as_json() for f in faces]} for k, (size, faces) in self.entries.items()}})
+            files = {k: {"size": list(size), "faces": [f.as_json() for f in faces]}
+                     for k, (size, faces) in self.entries.items()}
+            write_json_atomic(self.path, {"detector": DETECTOR, "min_confidence": MIN_CONFIDENCE, "files": files})
             self.changed = False
 
 

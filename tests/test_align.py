@@ -60,7 +60,7 @@ def test_a_face_placed_in_a_larger_picture_is_found_and_aligned_as_the_original(
     aligned, found, warped = align.frame(picture, faces, "ffhq", SIZE)
     assert warped and found == faces[0] and aligned.size == (SIZE, SIZE)
     # the aligned crop is the original's own crop: pixels correlated above 0.8 (0.86 to 0.96 measured over
-    # three placements of two faces; mtcnn's landmarks are whole pixels), where the picture as given is at 0
+    # three placements of two faces, mtcnn's landmarks moving by a pixel or two), the picture as given at 0
     assert similarity(aligned, reference) > 0.8
     assert similarity(picture.resize((SIZE, SIZE)), reference) < 0.3
     assert np.mean(np.abs(np.asarray(aligned, float) - np.asarray(reference, float))) < 20
@@ -161,7 +161,8 @@ def test_a_folder_survey_names_what_it_cannot_judge_and_finds_each_face_once(tmp
     assert result.refused == [("Fake/none.png", "no face found")] and result.several == [("Fake/two.png", 2)]
     lines = result.lines("auto")
     assert "1 kept as they are, 2 aligned, 1 cannot be judged, 1 with several faces" in lines[0]
-    assert "  no face to judge in Fake/none.png: no face found" in lines and "  2 faces in Fake/two.png: the largest taken" in lines
+    assert "  no face to judge in Fake/none.png: no face found" in lines
+    assert "  2 faces in Fake/two.png: the largest taken" in lines
 
     def refuse(img):
         raise AssertionError("the faces were looked for again")

@@ -84,7 +84,7 @@ def test_an_exported_detector_gives_predicts_probabilities_without_the_kit(runs,
     assert meta["split_fingerprint"] == info["split_fingerprint"] and json.load(open(lite_meta))["format"] == "tflite"
 
     files = collect([os.path.join(runs["faces"], "Real"), os.path.join(runs["faces"], "Fake")])[::8]
-    expected = np.array([p for _, p, _ in predict_files(model, info, files)], np.float32)
+    expected = np.array([p for _, p, _, _ in predict_files(model, info, files)], np.float32)
     size = info["image_size"]
     faces = np.stack([np.asarray(fit_square(read_rgb(f)[0], size, info["resize_mode"]), np.float32) for f in files])
     np.save(tmp_path / "faces.npy", faces)

@@ -70,7 +70,8 @@ def run(args):
         p, missed = judged(model, info, images, mode)
         rows.append((name, roc_auc(y, p), missed, len(images) / (time.time() - started)))
     print(f"{info.get('model', 'detector')} ({args.faces_in_pictures}), {len(files)} test faces; pictures "
-          f"{PICTURE_SIDE} px, face at {FACE_SHARE[0]:.0%}-{FACE_SHARE[1]:.0%} of the side, up to {MAX_DEGREES:g} degrees")
+          f"{PICTURE_SIDE} px, face at {FACE_SHARE[0]:.0%}-{FACE_SHARE[1]:.0%} of the side, "
+          f"up to {MAX_DEGREES:g} degrees")
     print(f"{'':<42} {'test AUC':>8} {'no face judged':>15} {'images/s':>9}")
     for name, auc, missed, speed in rows:
         print(f"{name:<42} {auc:>8.3f} {missed:>15} {speed:>9.1f}")
