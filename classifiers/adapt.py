@@ -48,6 +48,8 @@ from classifiers.metrics import accuracy, roc_auc, youden_threshold
 from classifiers.models import compile_detector
 from classifiers.predict import outputs, probabilities
 from classifiers.runner import Run, SplitData, train_run
+from data import align
+from data.align import align_of
 from data.pipeline import load_images, load_split, resize_mode_of
 from data.runs import BrokenRun, check_name, experiment_dir, finished_run, read_run
 from data.runtime import (DEFAULT_SEED, PRECISIONS, CommandConfig, UserError, positive_int, run_main, setting,
@@ -195,12 +197,15 @@ def family_split(data_dir, family_root, family, source_manifest, strict=False):
     return manifest
 
 
-def decode(manifest, files, size, mode):
+def decode(manifest, files, size, mode, aligner=None):
+    """(images, labels) of these files, framed as aligner says; a file without a face to judge is left out."""
     x, kept, failed = load_images([os.path.join(manifest["data_dir"], f["path"]) for f in files], size, mode,
-                                  [f["sha256"] for f in files])
-    if failed:
-        raise UserError(f"{failed[0][0]}: {failed[0][1]} (the split was made from other files)")
-    return x, np.array([f["label"] for f in files], np.float32)
+                                  [f["sha256"] for f in files], aligner=aligner)
+    for path, reason in failed:
+        if not reason.startswith("no face to judge"):
+            raise UserError(f"{path}: {reason} (the split was made from other files)")
+        print(f"warning: skipping {path}: {reason}", file=sys.stderr)
+    return x, np.array([files[k]["label"] for k in kept], np.float32)
 
 
 def shot_files(cfg, manifest, source_manifest):
@@ -391,13 +396,14 @@ def adapted_run(cfg, name, data, files, record):
 
     hp = dict(cfg.record(), recipe=cfg.recipe())
     if cfg.method == "finetune":
-        x, y = learning_set(decode(manifest, files, size, mode), data["replay"][cfg.seed])
+        x, y = learning_set(decode(manifest, files, size, mode, data["family_aligner"]), data["replay"][cfg.seed])
         return AdaptedRun(name, hp, lambda: build_either(data["source_model"], cfg.tune, name), judge,
                           epochs=cfg.epochs, compile_main=lambda model: compile_detector(model, cfg.learning_rate),
                           augment=tuple(FINETUNE["augment"])), (x, y)
     if cfg.method == "novelty":
-        reals, threshold = decode(data["source_manifest"] if cfg.reals == "development" else manifest, files, size,
-                                  mode), {}
+        reals, threshold = (decode(data["source_manifest"], files, size, mode, data["source_aligner"])
+                            if cfg.reals == "development" else
+                            decode(manifest, files, size, mode, data["family_aligner"])), {}
 
         def build_novelty():
             novelty = heads.fit_novelty(outputs(data["features"], reals[0]))
@@ -412,7 +418,7 @@ def adapted_run(cfg, name, data, files, record):
         chosen.update(record_of_choice)
         return model
 
-    shots = decode(manifest, files, size, mode)
+    shots = decode(manifest, files, size, mode, data["family_aligner"])
     return AdaptedRun(name, hp, build, judge), shots
 
 
@@ -426,7 +432,7 @@ def adapt_one(cfg, source_dir, info, data):
               "family_data_dir": data["family_manifest"]["data_dir"], "shots": cfg.shots,
               "shot_files": [f["path"] for f in files], "before": data["before"]}
     run, learnt = adapted_run(cfg, name, data, files, record)
-    info = train_run(run, cfg, SplitData(data["family_manifest"], learnt, data["val"]))[1]
+    info = train_run(run, cfg, SplitData(data["family_manifest"], learnt, data["val"], framing=data["framing"]))[1]
     say_if_not_adapted(name, info["adaptation"])
     return info
 
@@ -465,7 +471,7 @@ def source_config(args, source_dir, info, family):
                       head=args.head if args.method == "head" else "choose",
                       gan_created=gan_info.get("created", ""), gan_block=block, reals=args.reals,
                       replay_per_class=args.replay_per_class, tune=args.tune, epochs=args.epochs,
-                      image_size=int(info["image_size"]), resize_mode=resize_mode_of(info),
+                      image_size=int(info["image_size"]), resize_mode=resize_mode_of(info), align=align_of(info),
                       seed=args.seed, precision=args.precision, runs_dir=os.path.join(exp, ADAPTED),
                       experiment=family, data_dir=os.path.abspath(args.data_dir), strict=args.strict,
                       retrain=args.retrain, source_created=info["created"])
@@ -502,17 +508,27 @@ def shared_data(cfg, source_dir, info, source_manifest, manifest, discriminator)
     """What every adapted run of one source shares: the replay per seed, the joint validation set, both test
     splits, the source's own AUCs on them before adaptation, and (for a head) the frozen features."""
     size, mode = cfg.image_size, cfg.resize_mode
+    # the family framed as the source frames what it judges; the source's own split as it was trained
+    cache = align.LandmarkCache(align.landmarks_path(os.path.dirname(os.path.dirname(os.path.abspath(source_dir)))))
+    framing = align.resolve(cfg.align, manifest["data_dir"], align.pictures(manifest["files"]), cache, size)
+    print(f"family {cfg.family}: {framing.why}")
+    framing = dataclasses.replace(framing, judge=cfg.align)  # what the adapted run judges: as its source does
+    aligners = {m["fingerprint"]: None if how == "none" else align.Aligner(how, cache, size)
+                for m, how in ((source_manifest, align.split_align_of(info)), (manifest, framing.decode))}
+    family_aligner, source_aligner = aligners[manifest["fingerprint"]], aligners[source_manifest["fingerprint"]]
 
     class Replay(dict):  # the source's training images, a balanced sample per seed, decoded on first use
         def __missing__(self, seed):
             files = balanced_subset(source_manifest, "train", cfg.replay_per_class, seed, source_dir, at_most=True)
             empty = (np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.float32))
-            self[seed] = decode(source_manifest, files, size, mode) if files else empty
+            self[seed] = decode(source_manifest, files, size, mode, source_aligner) if files else empty
             return self[seed]
 
-    family_val, source_val = (load_split(m, "val", size, mode)[:2] for m in (manifest, source_manifest))
-    tests = {"family": load_split(manifest, "test", size, mode)[:2],
-             "source": load_split(source_manifest, "test", size, mode)[:2]}
+    def side(m, which):
+        return load_split(m, which, size, mode, aligner=aligners[m["fingerprint"]])[:2]
+
+    family_val, source_val = side(manifest, "val"), side(source_manifest, "val")
+    tests = {"family": side(manifest, "test"), "source": side(source_manifest, "test")}
     source_path = os.path.join(source_dir, "model.keras")
     source = load_model_safely(source_path)
     data = {"replay": Replay(), "tests": tests, "before": judged(source, tests), "source_model": source_path,
@@ -523,7 +539,8 @@ def shared_data(cfg, source_dir, info, source_manifest, manifest, discriminator)
                 probabilities(source, tests["source"][0]) < info["threshold"]),
             "source_val_cleared": source_val[0][(source_val[1] == 0) & (
                 probabilities(source, source_val[0]) < info["threshold"])],
-            "family_manifest": manifest, "source_manifest": source_manifest, "source": source}
+            "family_manifest": manifest, "source_manifest": source_manifest, "source": source, "framing": framing,
+            "family_aligner": family_aligner, "source_aligner": source_aligner}
     if cfg.method != "finetune":
         try:
             extractors = [heads.detector_features(source)] if cfg.features != "gan" else []

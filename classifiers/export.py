@@ -1,7 +1,8 @@
 """`python -m classifiers.export --run RUN --format savedmodel|tflite [--out PATH]`: a detector that leaves the kit.
 
-Writes a self-contained model that takes RGB faces as float32 in [0, 255], NHWC, at the run's input size (fit
-the face to a square the way the run did: `resize_mode` in the JSON) and returns P(fake), and a small JSON
+Writes a self-contained model that takes RGB faces as float32 in [0, 255], NHWC, at the run's input size (frame
+the face and fit it to a square the way the run did: `align` and `resize_mode` in the JSON) and returns P(fake),
+and a small JSON
 beside it (input size, the threshold chosen on validation, the run's validation AUC and split fingerprint).
 Both load with TensorFlow alone:
 
@@ -27,6 +28,7 @@ import time
 import keras
 
 from classifiers.predict import load_detector
+from data.align import align_of
 from data.pipeline import RESIZE, resize_mode_of
 from data.runs import BrokenRun, read_json, read_run, write_json_atomic
 from data.runtime import UserError, import_tensorflow, run_main
@@ -77,6 +79,14 @@ def write_tflite(model, size, path):
         f.write(flatbuffer)
 
 
+FRAMINGS = {  # what the model expects of the face it is given, by the run's "align" (data/align.py)
+    "none": "the picture as given: no face is found or framed",
+    "auto": "FFHQ's framing: a face whose five landmarks sit where FFHQ puts them; any other picture has its "
+            "largest face found (mtcnn) and warped to that framing first",
+    "ffhq": "FFHQ's framing: every picture's largest face found (mtcnn) and warped to it",
+}
+
+
 def description(info, run_dir, fmt):
     validation = info.get("validation") or {}
     return {
@@ -89,7 +99,8 @@ def description(info, run_dir, fmt):
                   "dtype": "float32", "range": [0, 255], "channels": "RGB",
                   "resize_mode": resize_mode_of(info),
                   "resize": "centre square, then bilinear to the input size" if resize_mode_of(info) == RESIZE
-                            else "centre square, then its central input-size crop"},
+                            else "centre square, then its central input-size crop",
+                  "align": align_of(info), "framing": FRAMINGS[align_of(info)]},
         "output": {"name": OUTPUT_NAME, "meaning": "P(fake), one float per face; label 1 = fake"},
         "threshold": float(info.get("threshold") or 0.5),  # chosen on the validation split
         "validation_auc": validation.get("auc"),

@@ -198,7 +198,7 @@ def main(argv=None):
     p.add_argument("--align", choices=align.ALIGN_MODES,
                    help="find every face and judge each framed as FFHQ frames faces (ffhq), or as it is where the "
                         "picture already is its crop (auto); none: the picture as given (default: as the run was "
-                        "trained, none for a run that does not say)")
+                        "trained, its run.json's \"align\"; none for a run that does not say)")
     p.add_argument("--draw", metavar="DIR", help="with --align auto|ffhq: write each photo with a box and verdict "
                                                  "per face to DIR/NAME.png")
     p.add_argument("paths", nargs="+", metavar="PATH", help="images or folders of images")
@@ -208,7 +208,7 @@ def main(argv=None):
         raise UserError(f"no image files in {', '.join(printable(p) for p in args.paths)}")
     model, info = load_detector(args.run)
     threshold = args.threshold if args.threshold is not None else float(info.get("threshold") or 0.5)
-    align_mode = args.align or info.get("align", align.ALIGN)
+    align_mode = args.align or align.align_of(info)
     if args.draw and align_mode == "none":
         raise UserError("--draw marks the faces found: give --align auto or ffhq")
     failures, fakes, judged = 0, 0, 0

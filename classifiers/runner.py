@@ -29,6 +29,7 @@ from classifiers.metrics import accuracy, roc_auc, youden_threshold
 from classifiers.models import compile_detector
 from classifiers.multiworker import patch_keras_for_multiworker
 from classifiers.predict import probabilities
+from data import align
 from data.cache import cache_folder, cached_split
 from data.pipeline import make_dataset, select
 from data.runs import (experiment_dir, finish_run, library_versions, partial_dir, read_json, run_lock, write_atomic,
@@ -124,6 +125,7 @@ class SplitData(NamedTuple):
     train: tuple  # (uint8 images, labels)
     val: tuple
     train_paths: tuple = ()  # the training images' paths, in order: what a label subset picks from
+    framing: align.Framing = None  # what --align made of the split's pictures (data.align.resolve)
 
 
 def labelled_subset(data, labels, seed, log=print):
@@ -146,16 +148,26 @@ def labelled_subset(data, labels, seed, log=print):
 def prepare(cfg, log=print):
     """Resolve the data, make or reuse the experiment's split, and its train and validation images from the
     experiment's decode cache (data.cache: decoded once, shared by every run; in memory when they fit).
-    cfg: any configuration with data_dir, runs_dir, experiment, strict, image_size and resize_mode."""
+    cfg: any configuration with data_dir, runs_dir, experiment, strict, image_size, resize_mode and align."""
     data_dir = resolve_data_dir(cfg.data_dir, cfg.runs_dir)
     manifest = experiment_split(data_dir, cfg.runs_dir, cfg.experiment, log=log, strict=cfg.strict,
                                 split=cfg.split)
     require_both_classes(manifest, data_dir)
     size, mode, folder = cfg.image_size, cfg.resize_mode, cache_folder(cfg.runs_dir, cfg.experiment)
-    x, y, paths = cached_split(manifest, "train", size, mode, folder, log)
-    val = cached_split(manifest, "val", size, mode, folder, log)[:2]
+    framing, aligner = split_framing(manifest, cfg.align, cfg.runs_dir, size)
+    log(framing.why)
+    x, y, paths = cached_split(manifest, "train", size, mode, folder, log, aligner)
+    val = cached_split(manifest, "val", size, mode, folder, log, aligner)[:2]
     log(f"data: {len(y):,} training and {len(val[1]):,} validation images at {size}px ({mode})")
-    return SplitData(manifest, (x, y), val, tuple(paths))
+    return SplitData(manifest, (x, y), val, tuple(paths), framing)
+
+
+def split_framing(manifest, mode, runs_dir, size):
+    """(data.align.Framing, the Aligner its pictures are decoded with or None) of --align mode on a split:
+    the same for every command that reads the split, its faces found once into the runs folder's cache."""
+    cache = align.LandmarkCache(align.landmarks_path(runs_dir))
+    framing = align.resolve(mode, manifest["data_dir"], align.pictures(manifest["files"]), cache, size)
+    return framing, (None if framing.decode == "none" else align.Aligner(framing.decode, cache, size))
 
 
 def make_strategy(name):
@@ -305,13 +317,16 @@ def save_model(model, work):
     write_atomic(os.path.join(work, "model.keras"), model.save)
 
 
-def record_header(name, kind, cfg, manifest, train_images, seconds):
+def record_header(name, kind, cfg, data, seconds):
     """What every run.json opens with, a detector's and the GAN's: what it is, the configuration that made it,
-    the split it used, the precision, the libraries, when and how long."""
+    the split it used and how its faces were framed ("align": how whatever the run judges is framed), the
+    precision, the libraries, when and how long."""
+    manifest, framing = data.manifest, data.framing or align.AS_GIVEN
     return {"model": name, "kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": cfg.record(),
             "image_size": cfg.image_size, "precision": keras.mixed_precision.global_policy().name, "seed": cfg.seed,
             "split_fingerprint": manifest["fingerprint"], "data_dir": manifest["data_dir"],
-            "train_images": int(train_images), "train_seconds": round(seconds, 2), "versions": library_versions()}
+            "align": framing.judge, "alignment": framing.record(),
+            "train_images": int(len(data.train[1])), "train_seconds": round(seconds, 2), "versions": library_versions()}
 
 
 def epochs_in_order(progress):
@@ -322,8 +337,7 @@ def epochs_in_order(progress):
 def detector_record(run, cfg, data, model, progress, resumed_from, warmup_seconds, strategy):
     """run.json of a detector: the header, how it trained, how it validates (and its threshold)."""
     validation = evaluate_validation(model, *data.val, cfg.batch_size)
-    info = record_header(run.name, run.kind, cfg, data.manifest, len(data.train[1]),
-                         progress["seconds"] + warmup_seconds)  # the warm-up phases count
+    info = record_header(run.name, run.kind, cfg, data, progress["seconds"] + warmup_seconds)  # the warm-up phases count
     info.update({
         "hyperparameters": dict(run.hyperparameters),
         "augment": list(run.augment),

@@ -281,7 +281,7 @@ def keep_baseline(cfg, data, reference_folder, reference, search, note):
             os.remove(os.path.join(work, "progress.json"))
         shutil.copyfile(os.path.join(reference_folder, "model.keras"), os.path.join(work, "model.keras"))
         write_json_atomic(os.path.join(work, "split.json"), data.manifest)
-        info = record_header("hpsearch", "detector", cfg, data.manifest, len(data.train[1]), 0.0)
+        info = record_header("hpsearch", "detector", cfg, data, 0.0)
         info.update({k: v for k, v in reference.items() if k not in ("model", "created", "config")})
         info["search"] = dict(search, kept="baseline", kept_from=os.path.basename(reference_folder), note=note)
         finish_run(work, final, info)

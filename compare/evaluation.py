@@ -18,6 +18,8 @@ from classifiers.predict import probabilities as predict
 from classifiers.registry import augmentations
 from compare import metrics as M, perturb
 from compare.timing import latency
+from data import align
+from data.align import align_of
 from data.cache import cached_split
 from data.layout import find_layout
 from data.pipeline import load_images, load_split, resize_mode_of
@@ -48,6 +50,10 @@ class Detector:
     @property
     def resize_mode(self):
         return resize_mode_of(self.info)
+
+    @property
+    def split_align(self):
+        return align.split_align_of(self.info)
 
 
 @dataclass
@@ -128,11 +134,30 @@ def parse_test_dirs(values):
 
 
 class ImageSets:
-    """Decoded image sets ("test", "val" or an external set's name), cached by (set, size, mode, perturbation)."""
+    """Decoded image sets ("test", "val" or an external set's name), cached by (set, size, mode, perturbation,
+    alignment). A detector sees its own split framed as it was trained (its decode cache), and an external set
+    framed as data.align.resolve makes of that set with the run's "align"."""
 
-    def __init__(self, manifest, test_dirs=(), cache_dir=None):
+    def __init__(self, manifest, test_dirs=(), cache_dir=None, landmarks=None):
         self.manifest, self.test_dirs, self.cache, self.external_files = manifest, dict(test_dirs), {}, {}
         self.cache_dir = cache_dir  # the experiment's decode cache (data.cache), for the split's own images
+        self.landmarks = landmarks  # data.align.LandmarkCache: faces found once per file, for every run
+        self.framings = {}
+
+    def align_for(self, detector, which):
+        """The per-picture alignment (none, auto or ffhq) this detector's view of the set `which` is decoded with."""
+        if which in ("test", "val") or align_of(detector.info) == "none":
+            return detector.split_align
+        key = (which, align_of(detector.info), detector.size)
+        if key not in self.framings:
+            pictures = [align.Picture(p, sha) for p, _, sha in self._external(which)]
+            framing = align.resolve(key[1], "", pictures, self.landmarks, detector.size)
+            print(f"external test set {which}: {framing.why}")
+            self.framings[key] = framing.decode
+        return self.framings[key]
+
+    def aligner(self, mode, size):
+        return None if mode == "none" else align.Aligner(mode, self.landmarks, size)
 
     def _external(self, name):
         if name not in self.external_files:
@@ -144,24 +169,31 @@ class ImageSets:
                 images = [r for r in images if r.side == side]
             print(f"external test set {name} ({self.test_dirs[name]}{f', its {side} side' if sides else ''}): "
                   f"{scan.summary()}")
-            self.external_files[name] = [(os.path.join(scan.root, r.path), r.label) for r in images]
+            self.external_files[name] = [(os.path.join(scan.root, r.path), r.label, r.sha256) for r in images]
         return self.external_files[name]
 
-    def get(self, which, size, mode, perturbation=None):
-        key = (which, size, mode, perturbation)
+    def get(self, which, size, mode, perturbation=None, align_mode="none"):
+        """(images, labels, paths) of a set; a picture without a face to judge is left out (and named)."""
+        key = (which, size, mode, perturbation, align_mode)
         if key not in self.cache:
             fn = perturb.transform(*perturbation) if perturbation else None
+            aligner = self.aligner(align_mode, size)
             if which in ("test", "val") and fn is None and self.cache_dir:
-                x, y, _ = cached_split(self.manifest, which, size, mode, self.cache_dir)
+                x, y, paths = cached_split(self.manifest, which, size, mode, self.cache_dir, aligner=aligner)
             elif which in ("test", "val"):  # perturbed at the file's own resolution: decoded anew
-                x, y, _ = load_split(self.manifest, which, size, mode, transform=fn)
+                x, y, paths = load_split(self.manifest, which, size, mode, transform=fn, aligner=aligner)
             else:
                 files = self._external(which)
-                x, kept, failed = load_images([p for p, _ in files], size, mode, transform=fn)
+                if aligner is not None:  # every face found first, with progress, into the shared cache
+                    align.survey("", [align.Picture(p, sha) for p, _, sha in files], align_mode, size,
+                                 self.landmarks)
+                x, kept, failed = load_images([p for p, _, _ in files], size, mode, [sha for _, _, sha in files],
+                                              transform=fn, aligner=aligner)
                 for path, reason in failed:
                     print(f"warning: skipping {path}: {reason}", file=sys.stderr)
                 y = np.array([files[i][1] for i in kept], np.float32)
-            self.cache[key] = (x, y)
+                paths = [files[i][0] for i in kept]
+            self.cache[key] = (x, y, list(paths))
         return self.cache[key]
 
 
@@ -201,19 +233,33 @@ def predict_all(detectors, sets, perturb_spec=None, tta=False, need_val=()):
     (only for the models in need_val: the ensemble's members, whose threshold it is chosen on), "ext:NAME"
     and "perturbed:SPEC". Every model sees the same files in the same order at its own size."""
     specs = perturb.parse_spec(perturb_spec)
-    preds, labels, images = {}, {}, {}
+    preds, labels, images, files = {}, {}, {}, {}
     for d in detectors:
         looks = [("test", "test", None)] + ([("val", "val", None)] if d.name in need_val else [])
         looks += [(f"ext:{s}", s, None) for s in sets.test_dirs]
         looks += [(f"perturbed:{perturb.label(*spec)}", "test", spec) for spec in specs]
         preds[d.name] = {}
         for key, which, spec in looks:
-            x, y = sets.get(which, d.size, d.resize_mode, spec)
-            preds[d.name][key] = predict(d.model, x, tta)
-            labels.setdefault(key, y)
-            if key == "test":
-                images[d.name] = x
+            align_mode = sets.align_for(d, which)
+            x, y, paths = sets.get(which, d.size, d.resize_mode, spec, align_mode)
+            if key not in files:  # every model is judged on the same files: the set as given
+                labels[key], files[key] = (y, paths) if align_mode == "none" else \
+                    sets.get(which, d.size, d.resize_mode, spec)[1:]
+            preds[d.name][key] = on_files(predict(d.model, x, tta), paths, files[key], f"{d.name} on {key}")
+            if key == "test":  # the images beside the predictions, one per file
+                images[d.name] = x if len(x) == len(files[key]) else sets.get(which, d.size, d.resize_mode)[0]
     return preds, labels, images
+
+
+def on_files(p_fake, paths, files, what):
+    """P(fake) per file of `files`: p_fake is for `paths` (a subset: the pictures alignment could judge); a file
+    without a face to judge counts as undecided (0.5), said in one line."""
+    if list(paths) == list(files):
+        return p_fake
+    by_path = dict(zip(paths, p_fake))
+    missing = sum(f not in by_path for f in files)
+    print(f"  {what}: {missing:,} of {len(files):,} pictures have no face to judge; each counts as undecided (0.5)")
+    return np.array([by_path.get(f, 0.5) for f in files], np.float32)
 
 
 def judge(preds, labels, threshold):

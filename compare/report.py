@@ -19,6 +19,7 @@ from compare import (adaptation as A, comparisons as C, evaluation as E, learnin
                      rendering as R, seeds as S)
 from data.cache import cache_folder
 from data.runs import experiment_dir, write_json_atomic, write_text_atomic
+from data.align import LandmarkCache, landmarks_path
 from data.runtime import UserError, add_common_args, run_main, setup
 from data.split import load_manifest
 
@@ -82,7 +83,8 @@ def main(argv=None):
     members = E.ensemble_members(args.ensemble, [d.name for d in detectors],  # a misspelt one fails before any work
                                  [d.name for d in detectors if d.info.get("labelled_fakes_seen") != 0])
     print(f"comparing {len(detectors)} model(s) on the test split of {exp}")
-    sets = E.ImageSets(manifest, test_dirs, cache_folder(args.runs_dir, args.experiment))
+    sets = E.ImageSets(manifest, test_dirs, cache_folder(args.runs_dir, args.experiment),
+                       LandmarkCache(landmarks_path(args.runs_dir)))
     models, results = E.evaluate_all(detectors, sets, args.perturb, args.tta, not args.no_timing, members)
     report = assemble(args, exp, manifest, models, results, skipped, test_dirs)
     out_dir = os.path.join(exp, "report")

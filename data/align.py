@@ -12,13 +12,21 @@ reflection, never black.
         its side) is kept as it is, byte for byte; the others are aligned;
   none  the picture as given.
 
-Landmarks are found once per file content (sha256) and kept in a cache (LandmarkCache).
+For a folder (a training split, a test set, a family), auto first looks at a sample of it (resolve): a
+folder whose faces already sit at FFHQ's framing is used as given, whole, so that auto changes nothing there;
+one where mtcnn finds faces in too few pictures (drawn faces, the embedded default) is used as given and
+judged as given; any other is aligned picture by picture. Landmarks are found once per file content (sha256)
+and kept in a cache (LandmarkCache, runs/.cache/landmarks.json).
 """
+import contextlib
 import json
+import math
 import os
+import random
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -38,9 +46,24 @@ AUTO_TOLERANCE = 0.15
 # a face's eye distance must be at least this share of the detector's input side: FFHQ's crop is about four
 # eye distances wide, so below it the face would be enlarged more than twice before it is judged
 MIN_EYE_SHARE = 1 / 8
+# auto on a folder: a sample of its pictures (the first by sha256: any order of listing gives the same) says
+# whether the faces are found in nearly every picture, and are already at FFHQ's framing in nearly every one
+AUTO_SAMPLE = 50
+FOUND_SHARE = 0.9  # of the sample with a face found: below it the folder is used (and judged) as given
+ALIGNED_SHARE = 0.9  # of those faces already at the framing: from it on the folder is used as given, whole
 DETECTOR = "mtcnn-1.0.0"  # the landmark cache's key: another detector, other landmarks
 SAVE_EVERY = 200  # files between two writes of the landmark cache: an interrupted survey keeps its work
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # left and right as the picture shows
+
+
+def align_of(info):
+    """How a run (its run.json) frames what it judges: "align", recorded since alignment exists."""
+    return info.get("align", ALIGN)
+
+
+def split_align_of(info):
+    """How a run's own split was decoded (data.align.Framing.decode): what its test side is judged as."""
+    return (info.get("alignment") or {}).get("decoded", ALIGN)
 
 
 class NoFace(ValueError):
@@ -77,7 +100,8 @@ def find_faces(img):
         if _detector is None:
             import_tensorflow()  # quiet, and the kit's thread settings, before mtcnn imports it
             from mtcnn import MTCNN  # its three networks load once, and only where faces are looked for
-            _detector = MTCNN()
+            with _untouched_randomness_and_float32():
+                _detector = MTCNN()
     # numpy rows [image, x1, y1, x2, y2, confidence, the five x, the five y]: sub-pixel landmarks (its JSON
     # rounds them to whole pixels); kept to 0.01 px so a cached face is the face found
     rows = _detector.detect_faces(np.asarray(img, np.uint8), min_face_size=MIN_FACE_PIXELS, output_type="numpy",
@@ -86,6 +110,30 @@ def find_faces(img):
                   tuple((round(float(r[6 + k]), 2), round(float(r[11 + k]), 2)) for k in range(5)),
                   round(float(r[5]), 4)) for r in np.asarray(rows).reshape(-1, 16) if r[5] >= MIN_CONFIDENCE]
     return sorted(faces, key=lambda f: -f.eye_distance)
+
+
+@contextlib.contextmanager
+def _untouched_randomness_and_float32():
+    """mtcnn builds Keras layers: under the float32 policy, whatever the kit's precision (so the landmarks
+    are the same on every CPU kind and cacheable), and with every random state put back after their
+    initialisers drew from it, so a seeded run makes the same model whether or not faces were looked for."""
+    import keras  # imported with TensorFlow by now: its global seed generator is Keras's own state
+
+    global_state = keras.src.backend.common.global_state
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    generator = global_state.get_global_attribute("global_seed_generator")
+    generator_state = None if generator is None else generator.state.numpy()
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(policy)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        global_state.set_global_attribute("global_seed_generator", generator)
+        if generator is not None:
+            generator.state.assign(generator_state)
 
 
 def ffhq_quad(landmarks):
@@ -264,3 +312,93 @@ def _judge(result, record, cache, mode, size):
         result.kept += not warped
     except NoFace as e:
         result.refused.append((record.path, str(e)))
+
+
+class Picture(NamedTuple):
+    """A file to align: its path (under a folder's root, or whole) and the sha256 of its bytes."""
+    path: str
+    sha256: str
+
+
+def pictures(files):
+    """Pictures of a split manifest's files (dicts) or data.scan's records."""
+    return [Picture(f["path"], f["sha256"]) if isinstance(f, dict) else Picture(f.path, f.sha256) for f in files]
+
+
+def landmarks_path(runs_dir):
+    """The landmark cache every command of a runs folder shares, beside the scan's hashes."""
+    return os.path.join(os.path.abspath(runs_dir), ".cache", "landmarks.json")
+
+
+@dataclass(frozen=True)
+class Framing:
+    """What --align makes of a folder. decode: how its pictures are framed (none: as given; auto or ffhq:
+    picture by picture); judge: how a run trained on it frames whatever it judges (recorded in run.json as
+    "align"); why: one line for the user."""
+    requested: str
+    decode: str
+    judge: str
+    why: str
+
+    def record(self):
+        return {"requested": self.requested, "decoded": self.decode, "judged": self.judge, "why": self.why}
+
+
+AS_GIVEN = Framing("none", "none", "none", "--align none: every picture as given")
+
+
+def resolve(mode, root, files, cache, size):
+    """The Framing of --align mode for a folder's pictures (root, [Picture]); auto looks at up to AUTO_SAMPLE
+    of them (their faces found once and cached) and stops as soon as the answer is certain."""
+    if mode not in ALIGN_MODES:
+        raise ValueError(f"unknown alignment {mode!r}; choose {', '.join(ALIGN_MODES)}")
+    if mode == "none":
+        return AS_GIVEN
+    if mode == "ffhq":
+        return Framing(mode, "ffhq", "ffhq", "--align ffhq: every picture's largest face warped to FFHQ's framing")
+    sample = sorted(files, key=lambda f: f.sha256)[:AUTO_SAMPLE]
+    allowed_misses = len(sample) - math.ceil(round(FOUND_SHARE * len(sample), 9))
+    found = aligned = looked = 0
+    for picture in sample:
+        entry = _cached_or_found(root, picture, cache)
+        looked += 1
+        if entry and entry[1] and not face_problem(entry[1][0], size):
+            found += 1
+            aligned += is_aligned(entry[0], ffhq_quad(entry[1][0].landmarks))
+        if looked - found > allowed_misses:
+            break
+    cache.save()
+    seen = f"{found} of the {looked} pictures looked at"
+    if looked - found > allowed_misses or not sample:
+        return Framing(mode, "none", "none", f"--align auto: a face to judge in only {seen} (fewer than "
+                       f"{FOUND_SHARE:.0%}): these are not photos alignment can frame; used as given, and "
+                       "judged as given")
+    if aligned >= ALIGNED_SHARE * found:
+        return Framing(mode, "none", "auto", f"--align auto: {aligned} of {found} faces already at FFHQ's "
+                       "framing: the pictures are used as given; what the run judges is aligned as they are")
+    return Framing(mode, "auto", "auto", f"--align auto: only {aligned} of {found} faces at FFHQ's framing: "
+                   "each picture is aligned (those already at it kept as they are)")
+
+
+def _cached_or_found(root, picture, cache):
+    """(picture size, [Face]) of a picture, from the cache or found now; None for a file that cannot be read."""
+    if picture.sha256 not in cache:
+        entry, _ = _faces_of(root, picture)
+        if entry is None:
+            return None
+        cache.put(picture.sha256, *entry)
+    return cache.picture_size(picture.sha256), cache.get(picture.sha256, None)
+
+
+class Aligner:
+    """Frames a decoded picture as `mode` says (auto or ffhq) at size px, its faces read from the cache by the
+    file's sha256 (found now where missing); NoFace where it cannot be judged. Safe to call from threads."""
+
+    def __init__(self, mode, cache, size):
+        self.mode, self.cache, self.size = mode, cache, size
+
+    def __call__(self, img, sha256, faces_of=None):
+        """faces_of: the unperturbed picture, where img is a perturbed copy of it (its landmarks are the
+        original's: perturbations keep the picture's size)."""
+        faces = self.cache.get(sha256, faces_of or img)
+        return frame(img, faces, self.mode, self.size)[0]

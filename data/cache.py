@@ -1,7 +1,7 @@
 """Decode a side of the split once into an on-disk array that every run of the experiment shares.
 
-runs/<experiment>/.decoded/<split>-<size>px-<mode>-<key>.npy holds the images as uint8 (N, S, S, 3) in
-the split's file order; the .json beside it is written last and is what makes the cache finished: its rows
+runs/<experiment>/.decoded/<split>-<size>px-<mode>[-<align>]-<key>.npy holds the images as uint8 (N, S, S, 3)
+in the split's file order (aligned as data.align frames them where the name says so: auto or ffhq); the .json beside it is written last and is what makes the cache finished: its rows
 (the files that decoded), their labels, the files skipped and why, and a crc32 per row. The key is a hash of
 the files' paths and contents (sha256), so a changed file or another split gets another cache and the old
 one is removed. A cache without its .json (an interrupted build), of the wrong size or with a row that fails
@@ -16,12 +16,14 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 import zlib
 
 import numpy as np
 
+from data.align import DETECTOR, pictures, survey
 from data.pipeline import load_images
 from data.runs import experiment_dir, write_json_atomic
 from data.runtime import UserError, progress_line
@@ -106,19 +108,22 @@ def cache_folder(runs_dir, experiment):
     return os.path.join(experiment_dir(runs_dir, experiment), FOLDER)
 
 
-def cache_key(files, size, mode):
-    h = hashlib.sha256(json.dumps([CACHE_FORMAT, size, mode]).encode())
+def cache_key(files, size, mode, align="none"):
+    # pictures as given keep the key they had before alignment existed: the same cache, the same numbers
+    h = hashlib.sha256(json.dumps([CACHE_FORMAT, size, mode] + ([align, DETECTOR] if align != "none" else [])).encode())
     for f in files:
         h.update(json.dumps([f["path"], f["sha256"]]).encode())  # JSON: a file name need not be valid UTF-8
     return h.hexdigest()[:16]
 
 
-def cached_split(manifest, split, size, mode, folder, log=print):
+def cached_split(manifest, split, size, mode, folder, log=print, aligner=None):
     """(images, labels, paths) of one side of the split at this size: numpy in memory when it fits in
-    in_memory_limit(), else CachedImages; the cache in `folder` is built first if it is missing or stale."""
+    in_memory_limit(), else CachedImages; the cache in `folder` is built first if it is missing or stale.
+    aligner (data.align.Aligner): the faces framed as it says, a picture without one to judge skipped."""
     files = [f for f in manifest["files"] if f["split"] == split]
-    stem = f"{split}-{size}px-{mode}"
-    path = os.path.join(folder, f"{stem}-{cache_key(files, size, mode)}.npy")
+    align = aligner.mode if aligner is not None else "none"
+    stem = f"{split}-{size}px-{mode}" + (f"-{align}" if aligner is not None else "")
+    path = os.path.join(folder, f"{stem}-{cache_key(files, size, mode, align)}.npy")
     os.makedirs(folder, exist_ok=True)
     for attempt in (1, 2):
         with _lock(path):  # a second command waits, then finds the cache the first one built
@@ -126,7 +131,7 @@ def cached_split(manifest, split, size, mode, folder, log=print):
             if index is not None:
                 log(f"decode cache: reusing {path} ({len(index['rows']):,} images at {size}px)")
             else:
-                index = _build(manifest, files, size, mode, path, log)
+                index = _build(manifest, files, size, mode, path, log, aligner)
                 _remove_stale(folder, stem, path)
         images = CachedImages(path, index["shape"], index["offset"], np.array(index["checksums"], np.uint32),
                               index["rows"])
@@ -186,9 +191,12 @@ def _finished(path, stats):
     return None
 
 
-def _build(manifest, files, size, mode, path, log):
+def _build(manifest, files, size, mode, path, log, aligner=None):
     """Decode every file of the list into path (via a temporary file), then write its index last."""
     root, started = manifest["data_dir"], time.time()
+    if aligner is not None:  # every face found first, one file at a time, with progress and the cache kept
+        for line in survey(root, pictures(files), aligner.mode, aligner.size, aligner.cache).lines(aligner.mode):
+            log(line)
     shape = (len(files), size, size, 3)
     stats = _stats(root, files)  # before decoding: a file changed meanwhile fails its sha256 and is skipped
     for name in os.listdir(os.path.dirname(path)):  # a build killed half-way (the lock is ours now)
@@ -203,7 +211,7 @@ def _build(manifest, files, size, mode, path, log):
             for start in range(0, len(files), BUILD_CHUNK):
                 chunk = files[start:start + BUILD_CHUNK]
                 x, kept, failed = load_images([os.path.join(root, f["path"]) for f in chunk], size, mode,
-                                              [f["sha256"] for f in chunk])
+                                              [f["sha256"] for f in chunk], aligner=aligner)
                 block = np.zeros((len(chunk), size, size, 3), np.uint8)  # a skipped file leaves a row of zeros
                 block[kept] = x
                 for k in range(len(chunk)):
@@ -238,9 +246,10 @@ def _progress(done, total, started, path):
 
 
 def _remove_stale(folder, stem, keep):
-    """Caches of the same side, size and mode made from other files: the split or a file changed."""
+    """Caches of the same side, size, mode and alignment made from other files: the split or a file changed.
+    Only stem-KEY.npy and .json (another command's build is .partial-, and another alignment another stem)."""
+    pattern = re.compile(re.escape(stem) + r"-[0-9a-f]{16}\.(npy|json)")
     for name in os.listdir(folder):
         path = os.path.join(folder, name)
-        if (name.startswith(stem + "-") and not path.startswith(keep[:-len(".npy")])
-                and not name.endswith(".lock") and ".partial-" not in name):  # another command's build
+        if pattern.fullmatch(name) and not path.startswith(keep[:-len(".npy")]):
             os.remove(path)

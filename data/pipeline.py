@@ -50,27 +50,35 @@ def fit_square(img, size, mode=RESIZE):
 
 
 def _load_one(args):
-    path, expected_sha, size, mode, transform = args
+    path, expected_sha, size, mode, transform, aligner = args
     try:
         img, raw = read_rgb(path)
     except BadImage as e:
         return None, str(e)
-    if expected_sha and hashlib.sha256(raw).hexdigest() != expected_sha:
+    sha = hashlib.sha256(raw).hexdigest() if expected_sha or aligner else None
+    if expected_sha and sha != expected_sha:
         return None, "changed since the split was made (sha256 differs)"
+    original = img
     if transform is not None:
         img = transform(img)
+    if aligner is not None:
+        try:
+            img = aligner(img, sha, original)
+        except ValueError as e:  # data.align.NoFace: its message says why
+            return None, f"no face to judge: {e}"
     return np.asarray(fit_square(img, size, mode), dtype=np.uint8), None
 
 
-def load_images(paths, image_size, mode=RESIZE, expected_sha=None, workers=None, transform=None):
+def load_images(paths, image_size, mode=RESIZE, expected_sha=None, workers=None, transform=None, aligner=None):
     """Decode files to a uint8 array (N, size, size, 3). Returns (array, kept indices, [(path, reason)]).
 
     transform, if given, is applied to each full-size RGB Pillow image before it is resized (used to
-    perturb test images the way the world would: at their own resolution)."""
+    perturb test images the way the world would: at their own resolution). aligner (data.align.Aligner), if
+    given, then frames the face as the run was trained, from the unperturbed file's landmarks."""
     if mode not in RESIZE_MODES:
         raise UserError(f"unknown resize mode {mode!r}; choose {' or '.join(RESIZE_MODES)}")
     expected_sha = expected_sha or [None] * len(paths)
-    jobs = [(p, s, image_size, mode, transform) for p, s in zip(paths, expected_sha)]
+    jobs = [(p, s, image_size, mode, transform, aligner) for p, s in zip(paths, expected_sha)]
     out = np.zeros((len(paths), image_size, image_size, 3), np.uint8)
     kept, failed = [], []
     with ThreadPoolExecutor(workers or min(8, (os.cpu_count() or 1) + 1)) as pool:
@@ -83,12 +91,12 @@ def load_images(paths, image_size, mode=RESIZE, expected_sha=None, workers=None,
     return out[:len(kept)], kept, failed
 
 
-def load_split(manifest, split, image_size, mode=RESIZE, transform=None):
+def load_split(manifest, split, image_size, mode=RESIZE, transform=None, aligner=None):
     """Images and labels (float32, 1 = fake) of one side of the split, decoded and resized once."""
     files = [f for f in manifest["files"] if f["split"] == split]
     root = manifest["data_dir"]
     x, kept, failed = load_images([os.path.join(root, f["path"]) for f in files], image_size, mode,
-                                  [f["sha256"] for f in files], transform=transform)
+                                  [f["sha256"] for f in files], transform=transform, aligner=aligner)
     for path, reason in failed:
         print(f"warning: skipping {path}: {reason}", file=sys.stderr)
     files = [files[i] for i in kept]

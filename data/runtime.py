@@ -156,6 +156,7 @@ class CommandConfig:
     data_dir: Optional[str] = setting(None, identity=False)  # the split's fingerprint stands for the data
     strict: bool = setting(False, identity=False)
     split: str = setting("auto", identity=False)  # the split's fingerprint stands for which split was used
+    align: str = setting("auto", added_later="none")  # data.align: how faces are framed, in training and after
     retrain: bool = setting(False, identity=False)
 
     def record(self):
@@ -207,6 +208,10 @@ def add_common_args(parser, data=True):
         parser.add_argument("--split", default="auto", choices=("auto", "given", "made"),
                             help="given: the data set's own train/ val/ test/ folders; made: the kit's own split; "
                                  "auto (default): given where the folder has them")
+        parser.add_argument("--align", default="auto", choices=("auto", "ffhq", "none"),
+                            help="frame every face as FFHQ did (data/align.py): ffhq warps each picture's largest "
+                                 "face; auto (default) uses a folder already at that framing as given and aligns "
+                                 "any other; none: every picture as given. The run judges everything the same way")
     parser.add_argument("--runs-dir", default=os.environ.get(RUNS_DIR_ENV, DEFAULT_RUNS_DIR),
                         help=f"where experiments are written (default: ${RUNS_DIR_ENV} or ./runs)")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,

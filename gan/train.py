@@ -245,8 +245,7 @@ class GanTraining(Run):
             write_atomic(os.path.join(work, f"{name}.keras"), net.save)
 
     def record(self, gan, cfg, data, progress, resumed_from, warmup_seconds, strategy):
-        info = record_header(self.name, self.kind, cfg, data.manifest, len(data.train[1]),
-                             progress["seconds"] + warmup_seconds)
+        info = record_header(self.name, self.kind, cfg, data, progress["seconds"] + warmup_seconds)
         return dict(info, **{
             "train_images": len(self.images), "train_seconds": round(progress["seconds"], 2),
             "steps_completed": int(gan.g_optimizer.iterations.numpy()), "steps_planned": cfg.gan_steps,

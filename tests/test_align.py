@@ -169,3 +169,139 @@ def test_a_folder_survey_names_what_it_cannot_judge_and_finds_each_face_once(tmp
     monkeypatch.setattr(align, "find_faces", refuse)
     again = align.survey(root, records, "ffhq", SIZE, align.LandmarkCache(str(tmp_path / "landmarks.json")))
     assert (again.kept, again.aligned) == (0, 3) and again.several == result.several
+
+
+def face_at(cx, cy, eye_distance):
+    """A Face whose FFHQ crop is the square of side 4 x eye_distance centred at (cx, cy), upright."""
+    d = eye_distance
+    eyes_y = cy - 0.1 * d  # FFHQ's centre lies a tenth of the eye-to-mouth vector below the eyes
+    landmarks = ((cx - d / 2, eyes_y), (cx + d / 2, eyes_y), (cx, eyes_y + d / 2), (cx - d / 3, eyes_y + d),
+                 (cx + d / 3, eyes_y + d))
+    return align.Face((cx - d, cy - d, 2 * d, 2.5 * d), tuple((round(x, 2), round(y, 2)) for x, y in landmarks), 0.99)
+
+
+def test_face_at_gives_the_crop_it_says():
+    quad = align.ffhq_quad(face_at(40, 30, 5).landmarks)
+    assert np.allclose(quad, [[30, 20], [30, 40], [50, 40], [50, 20]], atol=0.02)
+    assert align.is_aligned((64, 64), align.ffhq_quad(face_at(32, 32, 16).landmarks))
+
+
+def filled_cache(tmp_path, entries):
+    """A LandmarkCache holding [(sha, picture size, [Face])]: resolve and the Aligner read it, nothing is found."""
+    cache = align.LandmarkCache(str(tmp_path / "landmarks.json"))
+    for sha, size, faces in entries:
+        cache.put(sha, size, faces)
+    return cache
+
+
+def test_auto_uses_an_aligned_folder_as_given_aligns_others_and_leaves_faceless_ones_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(align, "find_faces", lambda img: pytest.fail("a face was looked for outside the cache"))
+    shas = [f"{k:064x}" for k in range(80)]
+    pictures = [align.Picture(f"Real/{k}.png", sha) for k, sha in enumerate(shas)]
+
+    def framing(faces_of):
+        return align.resolve("auto", str(tmp_path), pictures, filled_cache(tmp_path, [(s, (64, 64), faces_of(k))
+                                                                                      for k, s in enumerate(shas)]), 32)
+    at_ffhq, in_a_photo = [face_at(32, 32, 16)], [face_at(20, 24, 6)]
+    aligned = framing(lambda k: at_ffhq if k % 20 else in_a_photo)  # 1 in 20 framed otherwise: still aligned
+    assert (aligned.decode, aligned.judge) == ("none", "auto") and "47 of 50 faces already at FFHQ" in aligned.why
+    other = framing(lambda k: in_a_photo if k % 2 else at_ffhq)
+    assert (other.decode, other.judge) == ("auto", "auto") and "each picture is aligned" in other.why
+    drawn = framing(lambda k: at_ffhq if k % 3 else [])  # a face found in two pictures of three
+    assert (drawn.decode, drawn.judge) == ("none", "none") and "looked at" in drawn.why
+    # it stops as soon as the answer is certain: the sixth picture without a face of 50 settles it
+    assert "a face to judge in only 10 of the 16 pictures looked at" in drawn.why
+    too_small = framing(lambda k: [face_at(32, 32, 3)])  # eye distance 3 px, under 32 / 8: none to judge
+    assert too_small.decode == "none" and too_small.judge == "none"
+    assert align.resolve("ffhq", "", pictures, None, 32).decode == "ffhq"
+    assert align.resolve("none", "", pictures, None, 32) == align.AS_GIVEN
+
+
+def test_a_split_decoded_aligned_holds_each_faces_crop_and_names_the_faceless_file(tmp_path, capsys):
+    from data.cache import cached_split
+    from data.scan import scan_folder
+    from data.split import make_split
+    root = conftest.make_dataset_dir(tmp_path / "data", n_real=8, n_fake=8, size=64)
+    manifest = make_split(scan_folder(root))
+    for f in manifest["files"]:
+        f["split"] = "train"
+    faceless = manifest["files"][3]
+    cache = filled_cache(tmp_path, [(f["sha256"], (64, 64), [] if f is faceless else [face_at(24 + k, 30, 6)])
+                                    for k, f in enumerate(manifest["files"])])
+    folder = str(tmp_path / "decoded")
+    given, _, _ = cached_split(manifest, "train", 16, "resize", folder, log=lambda line: None)
+    x, y, paths = cached_split(manifest, "train", 16, "resize", folder, log=lambda line: None,
+                               aligner=align.Aligner("auto", cache, 16))
+    assert len(given) == 16 and len(x) == 15 and faceless["path"] not in paths
+    assert f"skipping {faceless['path']}: no face to judge: no face found" in capsys.readouterr().err
+    for k, f in enumerate(manifest["files"]):
+        if f is not faceless:
+            img = Image.open(os.path.join(root, f["path"])).convert("RGB")
+            expected = align.warp(img, align.ffhq_quad(face_at(24 + k, 30, 6).landmarks), 16)
+            assert np.array_equal(x[paths.index(f["path"])], np.asarray(expected))
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".npy"))
+    assert len(names) == 2 and names[0].startswith("train-16px-resize-auto-")  # both kept, side by side
+
+
+def fill_landmarks(runs, root, faces_of):
+    """The runs folder's landmark cache, written as if mtcnn had found faces_of(record) in each file of root."""
+    from data.scan import scan_folder
+    records = scan_folder(root).images
+    cache = align.LandmarkCache(align.landmarks_path(runs))
+    for record in records:
+        cache.put(record.sha256, (record.width, record.height), faces_of(record))
+    cache.save()
+    return records
+
+
+@pytest.mark.end_to_end
+def test_a_run_trained_on_faces_in_photos_is_aligned_and_judged_aligned_beside_one_as_given(tiny_faces, tmp_path,
+                                                                                             monkeypatch, capsys):
+    from compare import report as report_cli
+    from data.scan import scan_folder
+    from data.split import make_split
+    runs = str(tmp_path / "runs")
+    split = {f["path"]: f["split"] for f in make_split(scan_folder(tiny_faces))["files"]}  # the experiment's split
+    faceless = sorted(p for p, side in split.items() if side == "test")[0]
+    fill_landmarks(runs, tiny_faces, lambda r: [] if r.path == faceless else [face_at(12 + r.sha256.count("a") % 8,
+                                                                                         14, 3)])
+    monkeypatch.setattr(align, "find_faces", lambda img: pytest.fail("a face was looked for outside the cache"))
+    assert train_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--epochs", "1"] + conftest.TINY) == 0
+    assert "each picture is aligned" in capsys.readouterr().out
+    assert train_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--epochs", "1", "--align", "none",
+                           "--augment", "none"] + conftest.TINY) == 0
+    with open(os.path.join(runs, "default", "baseline", "run.json")) as f:
+        aligned = json.load(f)
+    with open(os.path.join(runs, "default", "baseline-aug-none", "run.json")) as f:
+        given = json.load(f)
+    assert (aligned["align"], aligned["alignment"]["decoded"], aligned["config"]["align"]) == ("auto", "auto", "auto")
+    assert (given["align"], given["alignment"]["decoded"]) == ("none", "none")
+    assert aligned["train_images"] == given["train_images"] == sum(side == "train" for side in split.values())
+    decoded = os.listdir(os.path.join(runs, "default", ".decoded"))
+    assert any(n.startswith("train-16px-resize-auto-") for n in decoded)
+    assert any(n.startswith("train-16px-resize-") and "-auto-" not in n for n in decoded)
+    capsys.readouterr()
+    assert report_cli.main(["--runs-dir", runs, "--no-timing", "--no-saliency"]) == 0
+    out = capsys.readouterr().out
+    tests = sum(side == "test" for side in split.values())
+    assert f"baseline on test: 1 of {tests} pictures have no face to judge; each counts as undecided" in out
+    with open(os.path.join(runs, "default", "report", "metrics.json")) as f:
+        models = json.load(f)["models"]
+    assert {"baseline", "baseline-aug-none"} <= set(models)
+    assert models["baseline"]["test"]["images"] == models["baseline-aug-none"]["test"]["images"] == tests
+
+
+@pytest.mark.end_to_end
+def test_auto_on_pictures_without_faces_trains_the_same_model_as_none(tmp_path, monkeypatch):
+    root = conftest.make_dataset_dir(tmp_path / "data", n_real=12, n_fake=12, size=32)
+    monkeypatch.setattr(align, "_detector", None)  # mtcnn's networks built anew, inside this run
+    aucs = []
+    for mode in ("auto", "none"):
+        runs = str(tmp_path / f"runs-{mode}")
+        assert train_cli.main(["--data-dir", root, "--runs-dir", runs, "--epochs", "2", "--align", mode]
+                              + conftest.TINY) == 0
+        with open(os.path.join(runs, "default", "baseline", "run.json")) as f:
+            info = json.load(f)
+        assert info["align"] == "none" and info["alignment"]["requested"] == mode
+        aucs.append((info["validation"], info["history"]))
+    assert aucs[0] == aucs[1]

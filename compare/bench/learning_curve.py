@@ -21,6 +21,7 @@ from classifiers.predict import probabilities
 from classifiers.registry import DETECTORS
 from compare.learning_curve import FIGURE, FILE, markdown
 from compare.seeds import mean_sd, paired_interval
+from data.align import Aligner, LandmarkCache, landmarks_path, split_align_of
 from data.cache import FOLDER, cached_split
 from data.pipeline import resize_mode_of
 from data.runs import experiment_dir, read_run, write_atomic, write_json_atomic
@@ -70,9 +71,13 @@ def judge(exp_dir, manifest, recipes, labels, seeds):
             for seed in seeds:
                 folder = os.path.join(exp_dir, f"{recipe}-labels{count}.seed{seed}")
                 info = read_run(folder)
-                key = (int(info["image_size"]), resize_mode_of(info))
+                split_align = split_align_of(info)  # the test side framed as the run's training side
+                key = (int(info["image_size"]), resize_mode_of(info), split_align)
                 if key not in tests:
-                    tests[key] = cached_split(manifest, "test", *key, os.path.join(exp_dir, FOLDER))[:2]
+                    aligner = None if split_align == "none" else Aligner(
+                        split_align, LandmarkCache(landmarks_path(os.path.dirname(exp_dir))), key[0])
+                    tests[key] = cached_split(manifest, "test", *key[:2], os.path.join(exp_dir, FOLDER),
+                                              aligner=aligner)[:2]
                 x, y = tests[key]
                 auc = roc_auc(y, probabilities(load_model_safely(os.path.join(folder, "model.keras")), x))
                 out.setdefault(recipe, {}).setdefault(count, {})[seed] = auc
