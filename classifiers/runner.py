@@ -154,20 +154,13 @@ def prepare(cfg, log=print):
                                 split=cfg.split)
     require_both_classes(manifest, data_dir)
     size, mode, folder = cfg.image_size, cfg.resize_mode, cache_folder(cfg.runs_dir, cfg.experiment)
-    framing, aligner = split_framing(manifest, cfg.align, cfg.runs_dir, size)
+    framing, aligner = align.split_framing(manifest, cfg.align, cfg.runs_dir, size)
     log(framing.why)
     x, y, paths = cached_split(manifest, "train", size, mode, folder, log, aligner)
     val = cached_split(manifest, "val", size, mode, folder, log, aligner)[:2]
     log(f"data: {len(y):,} training and {len(val[1]):,} validation images at {size}px ({mode})")
     return SplitData(manifest, (x, y), val, tuple(paths), framing)
 
-
-def split_framing(manifest, mode, runs_dir, size):
-    """(data.align.Framing, the Aligner its pictures are decoded with or None) of --align mode on a split:
-    the same for every command that reads the split, its faces found once into the runs folder's cache."""
-    cache = align.LandmarkCache(align.landmarks_path(runs_dir))
-    framing = align.resolve(mode, manifest["data_dir"], align.pictures(manifest["files"]), cache, size)
-    return framing, (None if framing.decode == "none" else align.Aligner(framing.decode, cache, size))
 
 
 def make_strategy(name):
@@ -337,7 +330,8 @@ def epochs_in_order(progress):
 def detector_record(run, cfg, data, model, progress, resumed_from, warmup_seconds, strategy):
     """run.json of a detector: the header, how it trained, how it validates (and its threshold)."""
     validation = evaluate_validation(model, *data.val, cfg.batch_size)
-    info = record_header(run.name, run.kind, cfg, data, progress["seconds"] + warmup_seconds)  # the warm-up phases count
+    # the warm-up phases count
+    info = record_header(run.name, run.kind, cfg, data, progress["seconds"] + warmup_seconds)
     info.update({
         "hyperparameters": dict(run.hyperparameters),
         "augment": list(run.augment),

@@ -39,8 +39,10 @@ def main(argv=None):
     parser.add_argument("--decode", type=positive_int, nargs="+", metavar="SIZE", default=(),
                         help="with --experiment: decode its train, val and test images at these sizes into its cache")
     parser.add_argument("--resize-mode", choices=RESIZE_MODES, default=RESIZE, help="how --decode fits a face")
-    parser.add_argument("--align", choices=align.ALIGN_MODES, default="none",
-                        help="also find every image's face and say what this alignment makes of the folder")
+    parser.add_argument("--align", choices=align.ALIGN_MODES,
+                        help="also find every image's face and say what this alignment makes of the folder; with "
+                             "--decode, decode the sides as a training command with this --align does (default auto, "
+                             "as the training commands)")
     parser.add_argument("--align-size", type=positive_int, default=64,
                         help="with --align: the detector input the faces are judged for (a face's eye distance must "
                              "be at least an eighth of it)")
@@ -56,10 +58,11 @@ def main(argv=None):
     if args.show_rejected or len(scan.rejected) <= 20:
         for path, reason in scan.rejected:
             print(f"rejected {printable(path)}: {reason}")
-    if args.align != "none":
-        cache = align.LandmarkCache(os.path.join(os.path.dirname(scan_cache_path(args.runs_dir)), "landmarks.json"))
+    if args.align not in (None, "none"):
+        cache = align.LandmarkCache(align.landmarks_path(args.runs_dir))
         for line in align.survey(data_dir, scan.images, args.align, args.align_size, cache).lines(args.align):
             print(line)
+        print(align.resolve(args.align, data_dir, align.pictures(scan.images), cache, args.align_size).why)
     if args.split_out:
         write_json_atomic(args.split_out, manifest)
         print(f"split manifest written to {args.split_out}")
@@ -68,9 +71,11 @@ def main(argv=None):
                                     split=args.split)
         print(f"experiment {args.experiment}: split {manifest['fingerprint'][:16]} in "
               f"{os.path.join(experiment_dir(args.runs_dir, args.experiment), 'split.json')}")
-        for size in args.decode:
+        for size in args.decode:  # decoded as a training command with this --align decodes them
+            aligner = align.split_framing(manifest, args.align or "auto", args.runs_dir, size)[1]
             for side in SPLITS:
-                cached_split(manifest, side, size, args.resize_mode, cache_folder(args.runs_dir, args.experiment))
+                cached_split(manifest, side, size, args.resize_mode, cache_folder(args.runs_dir, args.experiment),
+                             aligner=aligner)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Decode a side of the split once into an on-disk array that every run of the experiment shares.
 
-runs/<experiment>/.decoded/<split>-<size>px-<mode>[-<align>]-<key>.npy holds the images as uint8 (N, S, S, 3)
-in the split's file order (aligned as data.align frames them where the name says so: auto or ffhq); the .json beside it is written last and is what makes the cache finished: its rows
+runs/<experiment>/.decoded/<split>-<size>px-<mode>[-<align>]-<key>.npy holds the images as uint8
+(N, S, S, 3) in the split's file order (framed by data.align where the name says auto or ffhq); the .json beside it is written last and is what makes the cache finished: its rows
 (the files that decoded), their labels, the files skipped and why, and a crc32 per row. The key is a hash of
 the files' paths and contents (sha256), so a changed file or another split gets another cache and the old
 one is removed. A cache without its .json (an interrupted build), of the wrong size or with a row that fails

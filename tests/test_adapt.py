@@ -218,9 +218,9 @@ def test_a_novelty_score_is_fit_on_reals_only_and_never_reads_a_fake(source, mon
     decoded = []
     real_decode = adapt.decode
 
-    def watched(manifest, files, size, mode):
+    def watched(manifest, files, size, mode, aligner=None):
         decoded.extend(f["label"] for f in files)
-        return real_decode(manifest, files, size, mode)
+        return real_decode(manifest, files, size, mode, aligner)
 
     monkeypatch.setattr(adapt, "decode", watched)
     assert run_adapt(source, "--shots", "8", "--method", "novelty") == 0

@@ -305,3 +305,13 @@ def test_auto_on_pictures_without_faces_trains_the_same_model_as_none(tmp_path, 
         assert info["align"] == "none" and info["alignment"]["requested"] == mode
         aucs.append((info["validation"], info["history"]))
     assert aucs[0] == aucs[1]
+
+
+def test_pictures_of_one_size_searched_together_give_each_its_own_faces():
+    pictures = [face(FACE_SEEDS[0]), background(128, 128), face(FACE_SEEDS[1])]
+    together = align.find_faces_together(pictures)
+    alone = [align.find_faces(img) for img in pictures]
+    assert [len(f) for f in together] == [len(f) for f in alone] == [1, 0, 1]
+    for a, b in zip(together, alone):
+        if a:  # the same face, its landmarks within FIND_BATCH's stated 5 px
+            assert np.max(np.abs(np.subtract(a[0].landmarks, b[0].landmarks))) < 5

@@ -121,7 +121,8 @@ def assert_quality_measured_on_the_averaged_generator(data_dir, runs, gan):
     ema, raw = (load_model_safely(os.path.join(folder, f)) for f in ("generator.keras", "generator_raw.keras"))
     assert any(not np.allclose(a, b) for a, b in zip(ema.get_weights(), raw.get_weights()))
     cfg = gan_cli.resolve_config(gan_cli.parse_args(["--data-dir", data_dir, "--runs-dir", runs] + TINY))
-    _, (x, y), (xv, yv), _ = prepare(cfg, log=lambda *a: None)
+    data = prepare(cfg, log=lambda *a: None)
+    (x, y), (xv, yv) = data.train, data.val
     judge = QualityJudge(runs, "default", x[y == 0], xv[yv == 0], cfg.seed, log=lambda *a: None)
     kid_of = {name: judge.kid_of(sample(g, cfg.latent_dim, seed=cfg.seed + 1))["kit"][0]
               for name, g in (("ema", ema), ("raw", raw))}
@@ -139,7 +140,8 @@ def assert_label_free_detectors(data_dir, runs, gan):
 
     exp = os.path.join(runs, "default")
     cfg = gan_cli.resolve_config(gan_cli.parse_args(["--data-dir", data_dir, "--runs-dir", runs] + TINY))
-    _, (x, y), (xv, yv), _ = prepare(cfg, log=lambda *a: None)
+    data = prepare(cfg, log=lambda *a: None)
+    (x, y), (xv, yv) = data.train, data.val
     discriminator = load_model_safely(os.path.join(exp, "dcgan", "discriminator.keras"))
     logit = discriminator.predict(xv / 127.5 - 1, verbose=0).reshape(-1)
     for name in gan_cli.LABEL_FREE:

@@ -6,7 +6,7 @@
 - --scale N: time and peak memory of every stage at N images (compare/bench/scale.py);
 - --machine: the quick GAN's steps/s and the detectors' images/s on this CPU (compare/bench/machine.py);
 - --adapt-heads RUN: the heads classifiers.adapt can fit for a new family, side by side (compare/bench/adapt_heads.py);
-- --faces-in-pictures RUN: a detector on its test faces as given and placed in photos, aligned or not
+- --faces-in-pictures RUN [RUN ...]: detectors on their test faces as given and placed in photos, aligned or not
   (compare/bench/faces_in_pictures.py).
 """
 import argparse
@@ -61,9 +61,10 @@ def parse_args(argv=None):
                    help="a finished detector run: every --head of classifiers.adapt on the new family --data-dir, "
                         "at --shots over --seeds (compare/bench/adapt_heads.py)")
     p.add_argument("--shots", type=shot_count, nargs="+", default=[25], help="with --adapt-heads: K per class")
-    p.add_argument("--faces-in-pictures", metavar="RUN",
-                   help="a finished detector run: its test AUC on its test faces as given and placed in larger "
-                        "pictures, judged whole and aligned (compare/bench/faces_in_pictures.py)")
+    p.add_argument("--faces-in-pictures", metavar="RUN", nargs="+",
+                   help="finished detector runs of one split (seeds, --align kinds): each one's test AUC on its test "
+                        "faces as given and placed in larger pictures, judged whole and aligned, and their mean and "
+                        "sd (compare/bench/faces_in_pictures.py)")
     args = p.parse_args(argv)
     if args.adapt_heads and not args.data_dir:
         p.error("--adapt-heads needs --data-dir: the new family")
