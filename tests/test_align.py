@@ -315,3 +315,25 @@ def test_pictures_of_one_size_searched_together_give_each_its_own_faces():
     for a, b in zip(together, alone):
         if a:  # the same face, its landmarks within FIND_BATCH's stated 5 px
             assert np.max(np.abs(np.subtract(a[0].landmarks, b[0].landmarks))) < 5
+
+
+@pytest.mark.end_to_end
+def test_the_faces_in_pictures_bench_judges_seeds_alike_and_refuses_another_split(tiny_faces, tmp_path, capsys):
+    from compare.bench import cli as bench_cli
+    from data.runtime import UserError
+    runs = str(tmp_path / "runs")
+    for experiment, seed in (("a", "1337"), ("b", "1338")):
+        assert train_cli.main(["--data-dir", tiny_faces, "--runs-dir", runs, "--experiment", experiment, "--epochs",
+                               "1", "--seed", seed] + conftest.TINY) == 0
+    capsys.readouterr()
+    seeds = [os.path.join(runs, e, "baseline") for e in ("a", "b")]
+    assert bench_cli.main(["--faces-in-pictures"] + seeds + ["--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "--align auto (2)" in out and "trained with --align auto" in out
+    rows = [line for line in out.splitlines() if line.startswith(("faces as given", "in pictures"))]
+    assert len(rows) == 4 and all(line.count("+-") == 1 for line in rows)
+    other = conftest.make_dataset_dir(tmp_path / "other", n_real=10, n_fake=10, size=32)
+    assert train_cli.main(["--data-dir", other, "--runs-dir", runs, "--experiment", "c", "--epochs", "1"]
+                          + conftest.TINY) == 0
+    with pytest.raises(UserError, match="trained on another split"):
+        bench_cli.main(["--faces-in-pictures", seeds[0], os.path.join(runs, "c", "baseline")])

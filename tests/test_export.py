@@ -80,6 +80,7 @@ def test_an_exported_detector_gives_predicts_probabilities_without_the_kit(runs,
     model, info = load_detector(run)
     meta = json.load(open(saved_meta))
     assert meta["input"]["shape"] == [None, info["image_size"], info["image_size"], 3]
+    assert meta["input"]["align"] == info["align"] and meta["input"]["framing"] == export.FRAMINGS[info["align"]]
     assert meta["threshold"] == info["threshold"] and meta["validation_auc"] == info["validation"]["auc"]
     assert meta["split_fingerprint"] == info["split_fingerprint"] and json.load(open(lite_meta))["format"] == "tflite"
 
